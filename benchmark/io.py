@@ -1,0 +1,100 @@
+"""Atomic, resumable file output and the project's standard locations.
+
+Every artefact that takes long to make (checkpoints, latent caches, feature statistics, sample shards, CSVs) is
+written to a temporary file in the same directory and renamed into place, so an interrupted or failed write
+(disk full, a kill) never leaves a truncated file where a finished one is expected and never destroys the
+previous version.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT_ENV = "DOGBENCH_DATA"
+RESULTS_ROOT_ENV = "DOGBENCH_RESULTS"
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path`` for writing; on success fsync and rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path, default: Any = None) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of a JSON-able config: the key of every manifest and cache."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def data_root(explicit: Optional[str | os.PathLike] = None) -> Path:
+    """Where datasets live: ``explicit`` (a --data-root flag), else $DOGBENCH_DATA, else ``../shared/data`` beside
+    the checkout when it exists, else ``./data``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else REPO_ROOT / "data"
+
+
+def results_root(explicit: Optional[str | os.PathLike] = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get(RESULTS_ROOT_ENV, REPO_ROOT / "results")).expanduser()

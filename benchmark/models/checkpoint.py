@@ -1,0 +1,198 @@
+"""Loading, validating and re-heading DiT checkpoints.
+
+Accepted files: a raw state dict (the released ``DiT-XL-2-256x256.pt``), a dict with ``ema`` and/or ``model``
+(the reference training script's checkpoints; EMA preferred), a Lightning checkpoint (``state_dict`` with
+``ema.``/``model.`` prefixes) or this project's exported ``{"ema": ..., "config": ...}`` files. Every problem is one
+line naming the first mismatching keys and the fix.
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from benchmark.models.dit import DiT, dit_config
+
+RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
+RELEASES = {  # release file -> (model name, input_size in latent pixels)
+    "DiT-XL-2-256x256.pt": ("DiT-XL/2", 32),
+    "DiT-XL-2-512x512.pt": ("DiT-XL/2", 64),
+}
+CHECKPOINT_DIR_ENV = "DOGBENCH_CHECKPOINTS"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the requested architecture."""
+
+
+def checkpoint_search_dirs() -> list[Path]:
+    """Where a bare release name is looked for: $DOGBENCH_CHECKPOINTS, ./pretrained_models (the DiT repo's
+    convention), and the torch hub checkpoint cache."""
+    dirs = []
+    if os.environ.get(CHECKPOINT_DIR_ENV):
+        dirs.append(Path(os.environ[CHECKPOINT_DIR_ENV]).expanduser())
+    dirs.append(Path("pretrained_models"))
+    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    return dirs
+
+
+def resolve_checkpoint(path_or_name: str | os.PathLike, download: bool = True) -> Path:
+    """A local file, or a release name found in the search dirs, or downloaded into the torch hub cache."""
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    name = path.name
+    for d in checkpoint_search_dirs():
+        if (d / name).is_file():
+            return d / name
+    if name in RELEASES and download:
+        target = Path(torch.hub.get_dir()) / "checkpoints" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(RELEASE_URL.format(name=name), str(target), progress=True)
+            return target
+        except (urllib.error.URLError, OSError) as e:
+            where = ", ".join(str(d) for d in checkpoint_search_dirs())
+            raise CheckpointError(f"checkpoint {name} not found locally and cannot be downloaded ({type(e).__name__}); "
+                                  f"place it in one of: {where}, or pass its path") from None
+    where = ", ".join(str(d) for d in checkpoint_search_dirs())
+    raise CheckpointError(f"checkpoint {path_or_name} not found (looked in ./, {where}); pass the path of the .pt file")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw object saved in ``path`` (tensors on CPU)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or pickled objects we refuse to unpickle
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]}); check the file or re-download it") from None
+
+
+def extract_state_dict(obj: dict, prefer: str = "ema") -> dict[str, torch.Tensor]:
+    """The model weights inside any of the accepted checkpoint formats (EMA weights preferred)."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict; pass a DiT checkpoint")
+    order = [prefer] + [k for k in ("ema", "model") if k != prefer]
+    for key in order:
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    if isinstance(obj.get("state_dict"), dict):  # Lightning: module attributes are prefixes
+        sd = obj["state_dict"]
+        for key in order:
+            sub = {k[len(key) + 1:]: v for k, v in sd.items() if k.startswith(key + ".")}
+            if sub:
+                return {k.removeprefix("module."): v for k, v in sub.items()}
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise CheckpointError(f"no model weights found (keys: {', '.join(list(obj)[:6])}); expected a state dict or 'ema'/'model'")
+
+
+def infer_dit_config(state_dict: dict[str, torch.Tensor], learn_sigma: Optional[bool] = None) -> dict:
+    """Constructor arguments read off a DiT state dict's shapes (no names needed)."""
+    try:
+        proj = state_dict["x_embedder.proj.weight"]  # (D, C_in, p, p)
+        table = state_dict["y_embedder.embedding_table.weight"]
+        pos = state_dict["pos_embed"]
+        final = state_dict["final_layer.linear.weight"]  # (p*p*C_out, D)
+        fc1 = state_dict["blocks.0.mlp.fc1.weight"]
+    except KeyError as e:
+        raise CheckpointError(f"not a DiT checkpoint: key {e.args[0]!r} is missing; pass a DiT state dict") from None
+    hidden, in_ch, patch = proj.shape[0], proj.shape[1], proj.shape[2]
+    depth = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    out_ch = final.shape[0] // (patch * patch)
+    grid = int(round(pos.shape[1] ** 0.5))
+    heads = {1152: 16, 1024: 16, 768: 12, 384: 6, 192: 3, 128: 4}.get(hidden)
+    return dict(
+        input_size=grid * patch, patch_size=patch, in_channels=in_ch, hidden_size=hidden, depth=depth,
+        num_heads=heads, mlp_ratio=fc1.shape[0] / hidden, class_dropout_prob=0.1,
+        num_classes=table.shape[0] - 1, learn_sigma=out_ch == 2 * in_ch if learn_sigma is None else learn_sigma,
+    )
+
+
+def describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor], limit: int = 3) -> Optional[str]:
+    """None when keys and shapes match exactly, else a short description of the first differences."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state_dict and state_dict[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:limit])}" + (f" (+{len(missing) - limit})" if len(missing) > limit else ""))
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (f" (+{len(unexpected) - limit})" if len(unexpected) > limit else ""))
+    if shapes:
+        parts.append(f"shape of {'; '.join(shapes[:limit])}")
+    return "; ".join(parts) or None
+
+
+def load_dit(
+    path_or_name: str | os.PathLike,
+    model: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    input_size: Optional[int] = None,
+    prefer: str = "ema",
+    **overrides,
+) -> DiT:
+    """Build a DiT and load a checkpoint into it with ``strict=True``.
+
+    The architecture comes from ``model`` (a name such as ``"DiT-XL/2"``, with ``num_classes``/``input_size``),
+    else from the checkpoint's saved ``config``, else from the state dict's shapes. A mismatch between the file and
+    the requested architecture is a CheckpointError naming the first differing keys.
+    """
+    path = resolve_checkpoint(path_or_name)
+    obj = read_checkpoint(path)
+    state_dict = extract_state_dict(obj, prefer)
+    if model is not None:
+        release = RELEASES.get(path.name)
+        config = dit_config(model, input_size=input_size or (release[1] if release else 32),
+                            num_classes=num_classes if num_classes is not None else 1000, **overrides)
+    elif isinstance(obj.get("config"), dict):
+        config = {**obj["config"], **overrides}
+    else:
+        config = {**infer_dit_config(state_dict), **overrides}
+        if config["num_heads"] is None:
+            raise CheckpointError(f"{path}: cannot infer the head count of hidden size {config['hidden_size']}; pass --model")
+    if num_classes is not None and config.get("num_classes") != num_classes:
+        raise CheckpointError(
+            f"{path} has {config.get('num_classes')} classes but {num_classes} were requested; "
+            f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes")
+    net = DiT(**config)
+    problem = describe_mismatch(net, state_dict)
+    if problem:
+        hint = f"{model or 'the saved config'}"
+        raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
+                              f"{problem}; pass the matching --model/--num-classes or the right file")
+    net.load_state_dict(state_dict, strict=True)
+    return net
+
+
+def reheaded(model: DiT, num_classes: int, seed: Optional[int] = None) -> DiT:
+    """A copy of ``model`` for a target domain with ``num_classes`` classes: every weight is kept except the label
+    table, which is fresh (N(0, 0.02), as at initialisation) with num_classes + 1 rows (row K = null label)."""
+    if num_classes < 1:
+        raise ValueError(f"a target domain needs at least one class, got {num_classes}")
+    config = {**model.config, "num_classes": num_classes}
+    if config["class_dropout_prob"] <= 0:
+        config["class_dropout_prob"] = 0.1  # the fine-tuned model needs a null row for CFG
+    new = DiT(**config)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("y_embedder.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    assert missing == ["y_embedder.embedding_table.weight"] and not unexpected, (missing, unexpected)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        table = new.y_embedder.embedding_table.weight
+        table.copy_(torch.randn(table.shape, generator=generator) * 0.02)
+    return new
+
+
+def export_checkpoint(model: DiT, path: str | os.PathLike, ema_state: Optional[dict] = None, **metadata) -> None:
+    """Save an EMA-only sampling checkpoint: ``{"ema": weights, "config": constructor args, ...metadata}``."""
+    from benchmark.io import atomic_torch_save
+
+    state = ema_state if ema_state is not None else model.state_dict()
+    atomic_torch_save({"ema": {k: v.detach().cpu() for k, v in state.items()}, "config": dict(model.config), **metadata}, path)
