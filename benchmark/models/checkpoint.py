@@ -168,6 +168,10 @@ def load_dit(
         raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
                               f"{problem}; pass the matching --model/--num-classes or the right file")
     net.load_state_dict(state_dict, strict=True)
+    # what else the file says (e.g. the autoencoder and dataset of our own exports), for the caller
+    net.checkpoint_meta = {k: v for k, v in obj.items() if k not in ("ema", "model", "state_dict", "optimizer")
+                           and not isinstance(v, torch.Tensor)} if "ema" in obj or "model" in obj else {}
+    net.checkpoint_path = str(path)
     return net
 
 

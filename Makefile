@@ -1,0 +1,32 @@
+# dogbench: Domain Guidance vs classifier-free guidance benchmark.
+# `make install` builds .venv (torch 2.14.1 + torchvision 0.29.1, then this project with its test extras).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXP    ?= default
+ARGS   ?=
+
+.PHONY: install test test-all benchmark toy perf sweep clean-results
+
+install:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The fast suite (CPU, a few minutes); `make test-all` adds the slow tests.
+test:
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(ARGS)
+
+test-all:
+	$(BIN)/python -m pytest -q $(ARGS)
+
+# Runs experiments/$(EXP).yaml end to end: `make benchmark` (the small offline CPU benchmark),
+# `make benchmark EXP=paper` (the paper's seven-dataset protocol; needs the DiT/VAE/Inception/DINOv2 weights).
+benchmark:
+	$(BIN)/dogbench run --exp $(EXP) $(ARGS)
+
+toy:
+	$(BIN)/dogbench toy $(ARGS)
+
+perf:
+	$(BIN)/dogbench perf $(ARGS)
