@@ -57,15 +57,18 @@ class SampleFolder:
             os.replace(tmp, path)
 
     def mark_complete(self, extra: Optional[dict] = None) -> None:
+        """Record that the first ``num_samples`` images exist (a later, larger request extends the folder)."""
         if self.missing():
             return
         manifest = read_json(self.root / MANIFEST) or {}
-        manifest.update({"complete": True, **(extra or {})})
+        done = max(self.num_samples, manifest.get("num_samples", 0) if manifest.get("complete") else 0)
+        manifest.update({"complete": True, "num_samples": done, **(extra or {})})
         atomic_write_json(self.root / MANIFEST, manifest)
 
     def is_complete(self) -> bool:
         manifest = read_json(self.root / MANIFEST)
-        return bool(manifest and manifest.get("config") == self.config and manifest.get("complete"))
+        return bool(manifest and manifest.get("config") == self.config and manifest.get("complete")
+                    and manifest.get("num_samples", 0) >= self.num_samples)
 
     def image_paths(self) -> list[Path]:
         return [self.path(i) for i in range(self.num_samples)]

@@ -1,0 +1,187 @@
+"""``dogbench run``: every stage of an experiment for every dataset, then the report.
+
+    prepare -> latents -> finetune -> sample -> evaluate   (per dataset)   -> runs.csv, leaderboard.csv, plots, W&B
+
+A run killed at any point and restarted finishes with the same leaderboard as an uninterrupted one: every stage
+output is keyed by its config and written atomically, sample i depends only on (seed, i), and runs.csv is rebuilt
+from the per-sample-set metric files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from benchmark.harness.config import Experiment, RunSpec, load_experiment
+from benchmark.harness.stages import (DatasetContext, distributed, log, stage_evaluate, stage_finetune, stage_latents,
+                                      stage_prepare, stage_sample)
+from benchmark.io import atomic_write_text
+
+STAGE_ORDER = ("prepare", "latents", "finetune", "sample", "evaluate", "report")
+GRID_IMAGES = 64
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def feature_description(metrics_result: dict) -> tuple[str, str]:
+    """runs.csv's feature_networks and preprocessing columns, from evaluate_samples' protocol records."""
+    nets, preps = [], []
+    for metric, proto in sorted(metrics_result.get("protocol", {}).items()):
+        nets.append(f"{metric}={proto.get('network', '?')}:{str(proto.get('weights_sha256', ''))[:12]}")
+        preps.append(f"{metric}={proto.get('preprocess', proto.get('resize', '?'))}")
+    return "; ".join(nets), "; ".join(preps)
+
+
+def run_row(ctx: DatasetContext, spec: RunSpec, result: dict, num_samples: int) -> dict:
+    from benchmark.harness.leaderboard import run_provenance
+    from benchmark.sampling.generate import checkpoint_sha256
+
+    nets, prep = feature_description(result)
+    return {
+        "dataset": spec.dataset, "method": spec.method, "w": spec.w, "seed": spec.seed,
+        **result["metrics"],
+        "num_samples": num_samples,
+        "sampling_steps": ctx.exp.sampling.steps,
+        "finetuned_sha256": checkpoint_sha256(ctx.finetuned_path),
+        "pretrained_sha256": checkpoint_sha256(ctx.model("pretrained").checkpoint_path) if spec.method == "dog" else "",
+        "feature_networks": nets,
+        "preprocessing": prep,
+        "experiment": ctx.exp.name,
+        # the evaluate stage's hash: what made this row (a changed description or W&B mode does not orphan it)
+        "config_hash": ctx.exp.stage_hash("evaluate", spec.dataset, method=spec.method, w=spec.w, seed=spec.seed),
+        **run_provenance(),
+    }
+
+
+def save_sample_grid(folder, path: Path, n: int = GRID_IMAGES) -> Path:
+    from benchmark.harness.plots import save_image_grid
+
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in folder.image_paths()[:n]])
+    return save_image_grid(images, path)
+
+
+def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, stages: Sequence[str],
+                tracker, progress: bool = True) -> list[dict]:
+    ctx = DatasetContext(exp, dataset, results_dir, device, progress)
+    num_classes = stage_prepare(ctx)
+    log(f"{dataset}: {num_classes} classes")
+    if "latents" in stages:
+        stage_latents(ctx)
+    stage_finetune(ctx)  # always: a finished fine-tune is a cheap lookup, and sampling needs its checkpoint
+    if "sample" not in stages:
+        return []
+    rows = []
+    rank, _ = distributed()
+    for spec in exp.runs(dataset):
+        folder = stage_sample(ctx, spec)
+        if "evaluate" not in stages or rank != 0:
+            continue
+        result = stage_evaluate(ctx, spec, folder)
+        row = run_row(ctx, spec, result, exp.sampling.num_samples)
+        rows.append(row)
+        grid = save_sample_grid(folder, ctx.dir / "grids" / f"{spec.method}-w{spec.w:g}-seed{spec.seed}.png")
+        tracker.log_run(dataset, spec.method, spec.w, result["metrics"],
+                        seed=spec.seed if len(exp.seeds) > 1 else None, images={"grid": grid})
+    return rows
+
+
+def current_rows(exp: Experiment, runs):
+    """The runs.csv rows made by the experiment's current settings (rows of changed settings stay in the file)."""
+    if not len(runs):
+        return runs
+    expected = [exp.stage_hash("evaluate", r.dataset, method=r.method, w=r.w, seed=int(r.seed))
+                if r.dataset in exp.datasets else None for r in runs.itertuples()]
+    return runs[runs["config_hash"].astype(str) == expected]
+
+
+def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Optional[str]:
+    """runs.csv (merged with earlier runs of this experiment), leaderboard.csv/.md, plots; returns the markdown."""
+    from benchmark.harness.leaderboard import build_leaderboard, to_markdown, update_runs, write_leaderboard
+    from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w
+
+    runs = update_runs(results_dir / "runs.csv", rows)
+    runs = current_rows(exp, runs)
+    if not len(runs):
+        return None
+    shared_w1 = 1.0 in exp.w_values()
+    board = build_leaderboard(runs, select_by=exp.evaluation.select_by, shared_w1=shared_w1)
+    write_leaderboard(board, results_dir / "leaderboard.csv")
+    markdown = to_markdown(board)
+    atomic_write_text(results_dir / "leaderboard.md", f"# {exp.name}: each method at its best w "
+                      f"(selected by {exp.evaluation.select_by})\n\n{markdown}\n")
+    figures = {f"{m}_vs_w": p for m, p in plot_metrics_vs_w(runs, results_dir / "plots", shared_w1=shared_w1).items()}
+    for dataset in exp.datasets:  # sample grids of each method at its best w, side by side
+        best = board[board["dataset"] == dataset]
+        panels = {}
+        for _, row in best.iterrows():
+            grid = results_dir / dataset / "grids" / f"{row['method'] if row['w'] != 1.0 else 'none'}-w{row['w']:g}-seed{exp.seeds[0]}.png"
+            if grid.exists():
+                panels[f"{row['method']} w={row['w']:g}"] = grid
+        if panels:
+            figures[f"samples_{dataset}"] = compose_sample_grids(panels, results_dir / "plots" / f"samples_{dataset}.png",
+                                                                 title=f"{dataset}: each method at its best w")
+    tracker.log_summary(board, runs, figures)
+    return markdown
+
+
+def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, stages: Sequence[str] = STAGE_ORDER,
+                   device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
+    from benchmark.harness.tracking import make_tracker
+
+    device = device or default_device()
+    results_dir = exp.results_dir(results_root)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results_dir / "config.yaml", exp.to_yaml())
+    datasets = list(datasets or exp.datasets)
+    log(f"experiment {exp.name}: {len(datasets)} dataset(s), {len(exp.runs(datasets[0]))} sample sets each, "
+        f"{exp.sampling.num_samples} images per set, device {device}; results in {results_dir}")
+    tracker = make_tracker(exp, results_root)
+    rows = []
+    with tracker:
+        for dataset in datasets:
+            rows += run_dataset(exp, dataset, results_dir, device, stages, tracker, progress)
+        rank, _ = distributed()
+        markdown = report(exp, results_dir, rows, tracker) if "report" in stages and rank == 0 else None
+    if markdown:
+        print(f"\n{exp.name}: leaderboard ({results_dir / 'leaderboard.csv'})\n\n{markdown}\n")
+    return markdown
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run an experiment end to end (prepare, latents, fine-tune, sample, "
+                                          "evaluate, report); reruns resume", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--exp", default="default", help="experiment: a name in experiments/ or a YAML path")
+    p.add_argument("--datasets", default=None, help="comma-separated subset of the experiment's datasets")
+    p.add_argument("--stages", default=",".join(STAGE_ORDER), help="comma-separated stages to run")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--results-root", default=None, help="where results/<experiment>/ goes (default: ./results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sampling.num_samples=500")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args) -> int:
+    from benchmark.cli import UserError
+
+    exp = load_experiment(args.exp, args.overrides)
+    datasets = None
+    if args.datasets:
+        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        unknown = [d for d in datasets if d not in exp.datasets]
+        if unknown:
+            raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.datasets)}); "
+                            f"add them to its datasets or override datasets=[...]")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGE_ORDER]
+    if bad:
+        raise UserError(f"unknown stage(s) {','.join(bad)}; choose from {','.join(STAGE_ORDER)}")
+    run_experiment(exp, datasets, stages, args.device, args.results_root, progress=not args.no_progress and sys.stderr.isatty())
+    return 0

@@ -1,0 +1,193 @@
+"""The benchmark's stages for one dataset: prepare -> latents -> finetune -> sample -> evaluate.
+
+Every stage's output carries a manifest keyed by the config that produced it (``Experiment.stage_config`` plus the
+hashes of its inputs). A rerun skips finished work, resumes unfinished work (fine-tuning from its last checkpoint,
+sampling from the missing images), and redoes work whose config changed (it lands in a new folder, named by the
+config's hash, so nothing finished is overwritten).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from benchmark.guidance import GuidanceInterval
+from benchmark.harness.config import Experiment, RunSpec, resolve_path
+from benchmark.io import atomic_write_json, config_hash, read_json
+from benchmark.sampling.generate import build_sampler, checkpoint_sha256, generate_samples, sampling_config
+from benchmark.sampling.writer import SampleFolder
+
+DONE = "done.json"
+
+
+def log(message: str) -> None:
+    print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun / Lightning's launcher, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+@dataclass
+class DatasetContext:
+    """What the stages of one dataset share: paths, the loaded models, the device."""
+
+    exp: Experiment
+    dataset: str
+    results_dir: Path
+    device: str
+    progress: bool = True
+    finetuned_path: Optional[Path] = None
+    _models: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.results_dir / self.dataset
+
+    def source_checkpoint(self) -> str:
+        path = resolve_path(self.exp.source.checkpoint)
+        return str(path) if path.exists() else self.exp.source.checkpoint
+
+    def model(self, which: str):
+        """The fine-tuned ('finetuned') or pre-trained ('pretrained') DiT, loaded once."""
+        from benchmark.models import load_dit
+
+        if which not in self._models:
+            if which == "finetuned":
+                self._models[which] = load_dit(self.finetuned_path)
+            else:
+                src = self.exp.source
+                model = src.model if isinstance(src.model, str) else None
+                self._models[which] = load_dit(self.source_checkpoint(), model=model, num_classes=src.num_classes,
+                                               input_size=self.latent_size(), in_channels=self.latent_channels())
+        return self._models[which]
+
+    def latent_size(self) -> int:
+        return self.exp.source.image_size // (1 if self.exp.autoencoder == "identity" else 8)
+
+    def latent_channels(self) -> int:
+        return 3 if self.exp.autoencoder == "identity" else 4
+
+    def autoencoder(self):
+        from benchmark.models import load_autoencoder
+
+        if "autoencoder" not in self._models:
+            self._models["autoencoder"] = load_autoencoder(self.exp.autoencoder, device=self.device)
+        return self._models["autoencoder"]
+
+
+def stage_prepare(ctx: DatasetContext) -> int:
+    """Check that the dataset is in place (a missing one is a one-line error naming `dogbench prepare`)."""
+    from benchmark.data import get_dataset
+
+    train = get_dataset(ctx.dataset, split="train", root=ctx.exp.data_dir())
+    return train.num_classes
+
+
+def stage_latents(ctx: DatasetContext) -> Optional[Path]:
+    """Pre-encode the training images (both flips) with the VAE; pixel-space experiments skip this."""
+    if ctx.exp.autoencoder == "identity":
+        return None
+    from benchmark.data.latents import build_latent_cache
+
+    return build_latent_cache(ctx.dataset, split="train", resolution=ctx.exp.source.image_size,
+                              autoencoder=ctx.autoencoder(), data_root=ctx.exp.data_dir(),
+                              cache_dir=ctx.results_dir / "cache" / "latents", device=ctx.device, progress=ctx.progress)
+
+
+def stage_finetune(ctx: DatasetContext) -> Path:
+    """Fine-tune the source model on the dataset (resuming from the last checkpoint); returns the EMA export."""
+    from benchmark.training import finetune
+
+    key = config_hash(ctx.exp.stage_config("finetune", ctx.dataset))
+    out = ctx.dir / f"finetune-{key}"
+    done = read_json(out / DONE)
+    if done and (out / done["ema"]).exists():
+        ctx.finetuned_path = out / done["ema"]
+        log(f"{ctx.dataset}: fine-tune {key} already done")
+        return ctx.finetuned_path
+    log(f"{ctx.dataset}: fine-tuning {ctx.exp.source.checkpoint} for {ctx.exp.finetune.steps} steps -> {out}")
+    ema = finetune(
+        source=ctx.source_checkpoint(),
+        dataset=ctx.dataset,
+        out_dir=out,
+        settings=ctx.exp.finetune,
+        source_model=ctx.exp.source.model,
+        source_num_classes=ctx.exp.source.num_classes,
+        image_size=ctx.exp.source.image_size,
+        autoencoder=ctx.exp.autoencoder,
+        data_root=ctx.exp.data_dir(),
+        latent_cache_dir=ctx.results_dir / "cache" / "latents",
+        wandb=ctx.exp.tracking.wandb.enabled and ctx.exp.tracking.wandb.mode != "disabled",
+        progress=ctx.progress,
+    )
+    atomic_write_json(out / DONE, {"config": ctx.exp.stage_config("finetune", ctx.dataset), "ema": Path(ema).name})
+    ctx.finetuned_path = Path(ema)
+    return ctx.finetuned_path
+
+
+def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
+    s = ctx.exp.sampling
+    interval = GuidanceInterval.parse(s.guidance_interval) if s.guidance_interval else None
+    config = sampling_config(
+        spec.method, spec.w, finetuned_sha256=checkpoint_sha256(ctx.finetuned_path),
+        pretrained_sha256=checkpoint_sha256(ctx.model("pretrained").checkpoint_path) if spec.method == "dog" else None,
+        steps=s.steps, seed=spec.seed, guided_channels=s.guided_channels, interval=interval,
+        clip_denoised=s.clip_denoised, autoencoder=ctx.exp.autoencoder, precision=sampling_precision(ctx.device))
+    name = f"{config['method']}-w{config['w']:g}-seed{spec.seed}-{config_hash(config, 8)}"
+    return SampleFolder(ctx.dir / "samples" / name, num_samples or s.num_samples, config)
+
+
+def sampling_precision(device: str) -> str:
+    """bf16 network forwards on GPUs (the fast path), fp32 elsewhere."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
+    """Make (or finish) the samples of one (method, w, seed); this rank makes its share."""
+    folder = sample_folder(ctx, spec, num_samples).open()
+    rank, world = distributed()
+    if not folder.missing(rank, world):
+        folder.mark_complete()
+        return folder
+    s = ctx.exp.sampling
+    interval = GuidanceInterval.parse(s.guidance_interval) if s.guidance_interval else None
+    pretrained = ctx.model("pretrained") if spec.method == "dog" else None
+    sampler = build_sampler(spec.method, ctx.model("finetuned"), pretrained, spec.w, ctx.autoencoder(), steps=s.steps,
+                            seed=spec.seed, guided_channels=s.guided_channels, interval=interval,
+                            clip_denoised=s.clip_denoised, device=ctx.device, precision=sampling_precision(ctx.device))
+    log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
+    generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
+    barrier()
+    folder.mark_complete()
+    return folder
+
+
+def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num_samples: Optional[int] = None) -> dict:
+    """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
+    from benchmark.metrics import evaluate_samples
+
+    n = num_samples or ctx.exp.sampling.num_samples
+    e = ctx.exp.evaluation
+    key = {"evaluation": {"metrics": list(e.metrics), "ref_split": e.ref_split}, "num_samples": n,
+           "samples": folder.config}
+    path = folder.root / f"metrics-{config_hash(key, 8)}.json"
+    cached = read_json(path)
+    if cached and cached.get("key") == key:
+        return cached["metrics"]
+    log(f"{ctx.dataset}: evaluating {spec.method} w={spec.w:g} seed={spec.seed} on {n} images ({', '.join(e.metrics)})")
+    result = evaluate_samples(folder.image_paths()[:n], ctx.dataset, e.metrics, ref_split=e.ref_split,
+                              data_root=ctx.exp.data_dir(), batch_size=e.batch_size, device=ctx.device,
+                              cache_dir=ctx.results_dir / "cache" / "reference", progress=ctx.progress)
+    atomic_write_json(path, {"key": key, "metrics": result})
+    return result

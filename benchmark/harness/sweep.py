@@ -1,0 +1,203 @@
+"""``dogbench sweep``: an Optuna search over w for one (experiment, dataset, method, metric).
+
+Each trial samples at w and is scored on ``sweep.low_fidelity_samples`` images first; a trial that cannot win
+(its low-fidelity score is worse than the best finished trial's by more than ``--prune-margin``) is pruned before
+the expensive full-count evaluation. Sample i depends only on (seed, i), so the full evaluation extends the
+low-fidelity sample folder instead of starting over.
+
+Studies live in SQLite under results/<experiment>/ by default, or in any Optuna storage URL (PostgreSQL/MySQL for
+many workers on many machines). A crashed worker's trial goes stale (heartbeat) and is retried; several workers on
+one storage share the trial budget (``--trials`` counts finished + pruned trials of the whole study).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Optional
+
+from benchmark.harness.config import W_DECIMALS, Experiment, RunSpec, load_experiment
+from benchmark.harness.stages import DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare, stage_sample
+from benchmark.io import atomic_open
+
+SWEEP_METHODS = ("cfg", "dog")
+W_STEP = 0.01  # w is searched on a 0.01 grid: finer differences are far below the metrics' noise
+
+
+def metric_direction(metric: str) -> str:
+    from benchmark.harness.leaderboard import is_lower_better
+
+    return "minimize" if is_lower_better(metric) else "maximize"
+
+
+def study_name(exp: Experiment, dataset: str, method: str, metric: str) -> str:
+    return f"{exp.name}/{dataset}/{method}/{metric}"
+
+
+class CannotWinPruner:
+    """Prune a trial whose intermediate (low-fidelity) value is worse than the best value that finished trials
+    reported at the same step, by more than ``margin`` (relative). Needs ``n_startup_trials`` finished trials."""
+
+    def __new__(cls, margin: float = 0.05, n_startup_trials: int = 2):
+        import optuna
+
+        class _Pruner(optuna.pruners.BasePruner):
+            def prune(self, study, trial) -> bool:
+                step = trial.last_step
+                if step is None:
+                    return False
+                value = trial.intermediate_values[step]
+                finished = [t.intermediate_values.get(step) for t in
+                            study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+                finished = [v for v in finished if v is not None and math.isfinite(v)]
+                if len(finished) < n_startup_trials:
+                    return False
+                if study.direction == optuna.study.StudyDirection.MINIMIZE:
+                    return value > min(finished) * (1 + margin)
+                return value < max(finished) * (1 - margin)
+
+        return _Pruner()
+
+
+def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
+               results_root=None, heartbeat_s: int = 60):
+    import optuna
+
+    url = storage_url or exp.sweep_storage(results_root)
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(
+        url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=exp.sweep.seed, n_startup_trials=4),
+        "random": lambda: optuna.samplers.RandomSampler(seed=exp.sweep.seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),
+        "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=exp.sweep.seed),
+    }[exp.sweep.sampler]()
+    return optuna.create_study(study_name=study_name(exp, dataset, method, metric), storage=storage, sampler=sampler,
+                               pruner=CannotWinPruner(), direction=metric_direction(metric), load_if_exists=True)
+
+
+def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
+              storage_url: Optional[str] = None, device: str = "cpu", results_root=None, progress: bool = True,
+              prune_margin: float = 0.05) -> dict:
+    import optuna
+
+    from benchmark.harness.leaderboard import update_runs
+    from benchmark.harness.run import run_row
+
+    if method not in SWEEP_METHODS:
+        raise ValueError(f"--method {method!r} has no w to search; choose cfg or dog")
+    if metric not in exp.evaluation.columns():
+        raise ValueError(f"--metric {metric!r} is not produced by evaluation.metrics={exp.evaluation.metrics}; "
+                         f"choose one of {', '.join(exp.evaluation.columns())}")
+    trials = trials or exp.sweep.trials
+    results_dir = exp.results_dir(results_root)
+    ctx = DatasetContext(exp, dataset, results_dir, device, progress)
+    stage_prepare(ctx)
+    stage_finetune(ctx)
+    study = open_study(exp, dataset, method, metric, storage_url, results_root)
+    study.pruner = CannotWinPruner(margin=prune_margin)
+    low, full = exp.sweep_num_samples(), exp.sampling.num_samples
+    lo, hi = exp.sweep_w_range()
+    seed = exp.seeds[0]
+
+    def objective(trial):
+        w = round(trial.suggest_float("w", lo, hi, step=W_STEP), W_DECIMALS)
+        spec = RunSpec(dataset, method if w != 1.0 else "none", w, seed)
+        folder = stage_sample(ctx, spec, low)
+        value = stage_evaluate(ctx, spec, folder, low)["metrics"][metric]
+        trial.report(value, low)
+        if low < full:
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"w={w}: {metric}={value:.3f} on {low} images cannot win")
+            folder = stage_sample(ctx, spec, full)
+            result = stage_evaluate(ctx, spec, folder, full)
+            value = result["metrics"][metric]
+        else:
+            result = stage_evaluate(ctx, spec, folder, full)
+        update_runs(results_dir / "runs.csv", [{**run_row(ctx, spec, result, full), "study": study.study_name}])
+        return value
+
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=done_states))
+    if remaining > 0:
+        log(f"study {study.study_name}: {remaining} more trial(s), w in [{lo}, {hi}], {low} -> {full} images")
+        study.optimize(objective, n_trials=remaining,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states)])
+    summary = sweep_summary(study, dataset, method, metric)
+    write_sweep_summary(results_dir / "sweeps.csv", summary)
+    log(f"study {study.study_name}: best w={summary['best_w']} {metric}={summary['best_value']}")
+    return summary
+
+
+def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
+    import optuna
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    try:
+        best = study.best_trial
+        best_w, best_value = best.params["w"], best.value
+    except ValueError:  # no finished trial yet
+        best_w = best_value = None
+    return {"study": study.study_name, "dataset": dataset, "method": method, "metric": metric,
+            "best_w": best_w, "best_value": best_value,
+            "n_complete": states.count(optuna.trial.TrialState.COMPLETE),
+            "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
+            "n_failed": states.count(optuna.trial.TrialState.FAIL)}
+
+
+def write_sweep_summary(path, summary: dict) -> None:
+    """sweeps.csv: one row per study (replaced when the study is summarised again)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+        df = df[df["study"] != summary["study"]]
+    except FileNotFoundError:
+        df = pd.DataFrame()
+    df = pd.concat([df, pd.DataFrame([summary])], ignore_index=True)
+    with atomic_open(path, "w") as f:
+        df.to_csv(f, index=False)
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="Optuna search over w for one dataset and method",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--exp", default="default", help="experiment name in experiments/ or a YAML path")
+    p.add_argument("--dataset", required=True, help="one of the experiment's datasets")
+    p.add_argument("--method", choices=SWEEP_METHODS, default="dog", help="guidance method whose w is searched")
+    p.add_argument("--metric", default=None, help="objective column (default: evaluation.select_by)")
+    p.add_argument("--trials", type=int, default=None, help="finished+pruned trials of the study (default: sweep.trials)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, else SQLite in results/)")
+    p.add_argument("--prune-margin", type=float, default=0.05, help="relative margin before a low-fidelity trial is pruned")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--results-root", default=None, help="where results/<experiment>/ goes")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=sweep_command)
+
+
+def sweep_command(args) -> int:
+    from benchmark.cli import UserError
+    from benchmark.harness.config import check_storage_url
+    from benchmark.harness.run import default_device, report
+    from benchmark.harness.tracking import make_tracker
+
+    exp = load_experiment(args.exp, args.overrides)
+    if args.dataset not in exp.datasets:
+        raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.datasets)})")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be positive, got {args.trials}")
+    if args.storage:
+        check_storage_url(args.storage)
+    metric = args.metric or exp.evaluation.select_by
+    run_sweep(exp, args.dataset, args.method, metric, args.trials, args.storage, args.device or default_device(),
+              args.results_root, prune_margin=args.prune_margin)
+    with make_tracker(exp, args.results_root) as tracker:
+        markdown = report(exp, exp.results_dir(args.results_root), [], tracker)
+    if markdown:
+        print(markdown)
+    return 0

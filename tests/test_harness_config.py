@@ -1,0 +1,296 @@
+"""The experiment config: the shipped YAMLs load, overrides apply, and every mistake is one line naming the fix."""
+import sys
+import types
+
+import pytest
+
+from benchmark.cli import UserError
+from benchmark.harness.config import (
+    ConfigError, Experiment, RunSpec, canonical_method, check_storage_url, experiment_from_dict, experiment_names,
+    load_experiment,
+)
+
+PAPER_DATASETS = ["food101", "sun397", "df20mini", "caltech101", "cub200", "artbench10", "stanford_cars"]
+
+
+def expect_error(match, *args, **kwargs):
+    """load_experiment(*args) must raise one ConfigError line that contains ``match``."""
+    with pytest.raises(ConfigError) as info:
+        load_experiment(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert match in message, message
+    return message
+
+
+def small(**changes):
+    data = {"name": "t", "datasets": ["caltech101-32"], "autoencoder": "identity",
+            "source": {"checkpoint": "x.pt", "model": "DiT-N/2", "num_classes": 10, "image_size": 32}}
+    data.update(changes)
+    return experiment_from_dict(data)
+
+
+# -- the shipped experiments ------------------------------------------------------------------------------------
+
+
+def test_shipped_experiments_load():
+    assert {"paper", "default", "mini-gpu"} <= set(experiment_names())
+    paper = load_experiment("paper")
+    assert paper.datasets == PAPER_DATASETS
+    assert (paper.source.model, paper.source.num_classes, paper.source.image_size) == ("DiT-XL/2", 1000, 256)
+    assert paper.autoencoder == "sd-vae-ft-ema"
+    ft = paper.finetune
+    assert (ft.steps, ft.global_batch_size, ft.lr, ft.weight_decay, ft.ema_decay, ft.label_dropout) == (24000, 32, 1e-4, 0.0, 0.9999, 0.1)
+    assert (paper.sampling.steps, paper.sampling.num_samples) == (50, 10000)
+    assert paper.evaluation.metrics == ["fid", "fd_dinov2"]
+    assert paper.w_values() == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5]
+    # none once, cfg and dog at the 15 guided w, per dataset
+    assert len(paper.runs()) == 7 * (1 + 2 * 15)
+
+    default = load_experiment("default")
+    assert default.datasets == ["caltech101-32", "cub100-32"] and default.autoencoder == "identity"
+    assert "fd_effnet" in default.evaluation.metrics and "prdc" in default.evaluation.metrics
+
+    mini = load_experiment("mini-gpu")  # `base: default` plus changes
+    assert mini.name == "mini-gpu" and mini.source == default.source and mini.datasets == default.datasets
+    assert mini.sampling.num_samples == 10000 and mini.w_values() == paper.w_values()
+    assert mini.finetune.steps == default.finetune.steps
+
+
+def test_path_name_and_unknown_name(tmp_path):
+    assert load_experiment("experiments/default.yaml").name == "default"
+    expect_error("did you mean 'paper'", "pape")
+
+
+def test_name_defaults_to_file_stem_and_defaults_are_the_paper_protocol(tmp_path):
+    path = tmp_path / "my-run.yaml"
+    path.write_text("datasets: [cub100-32]\n")
+    exp = load_experiment(path)
+    assert exp.name == "my-run" and exp.results_dir(tmp_path) == tmp_path / "my-run"
+    assert exp.finetune.steps == 24000 and exp.methods == ["none", "cfg", "dog"] and exp.seeds == [0]
+
+
+# -- overrides ----------------------------------------------------------------------------------------------------
+
+
+def test_overrides_are_parsed_as_yaml():
+    exp = load_experiment("default", ["finetune.steps=100", "datasets=[cub100-32]", "w_grid=[2.0, 1.0, 1.5, 1.5]",
+                                      "tracking.wandb.enabled=false", "finetune.lr=1e-3", "seeds=3",
+                                      "sampling.guidance_interval=[0, 700]", "source.model={depth: 2, hidden_size: 64, num_heads: 2}"])
+    assert exp.finetune.steps == 100
+    assert exp.datasets == ["cub100-32"]
+    assert exp.w_values() == [1.0, 1.5, 2.0]  # sorted, duplicates dropped
+    assert exp.tracking.wandb.enabled is False
+    assert exp.finetune.lr == 1e-3  # YAML reads "1e-3" as a string; the config accepts it as a number
+    assert exp.seeds == [3]  # a scalar for a list field is a list of one
+    assert exp.sampling.guidance_interval == [0.0, 700.0]
+    assert exp.source.model == {"depth": 2, "hidden_size": 64, "num_heads": 2}
+
+
+def test_bad_override_syntax():
+    expect_error("KEY=VALUE", "default", ["finetune.steps"])
+    expect_error("not a mapping", "default", ["source.model.depth=3"])  # model is a name there, not a dict
+
+
+# -- one-line errors ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_keys_suggest_the_right_one():
+    expect_error("did you mean 'finetune.steps'", "default", ["finetune.stepz=3"])
+    expect_error("did you mean 'datasets'", "default", ["dataset=[cub100-32]"])
+    expect_error("did you mean 'tracking.wandb.project'", "default", ["tracking.wandb.projekt=x"])
+    expect_error("unknown config key 'sampling.foo'", "default", ["sampling.foo=1"])
+
+
+def test_unknown_dataset_metric_method_and_model():
+    expect_error("did you mean 'caltech101-32'", "default", ["datasets=[caltech-32]"])
+    expect_error("did you mean 'fd_dinov2'", "default", ["evaluation.metrics=[fid, fd_dino]"])
+    expect_error("did you mean 'cfg'", "default", ["methods=[none, cfgg]"])
+    expect_error("did you mean 'DiT-XL/2'", "default", ["source.model=DiT-XL-2"])
+    expect_error("unknown DiT argument source.model.dept", "default", ["source.model={dept: 2}"])
+    expect_error("did you mean 'sd-vae-ft-ema'", "default", ["autoencoder=sd-vae-ft-emma"])
+    expect_error("not produced by", "default", ["evaluation.select_by=fid"])  # default has fd_effnet + prdc only
+
+
+def test_datasets_checked_against_the_registry_when_there_is_one(monkeypatch):
+    import benchmark.data
+
+    monkeypatch.setattr(benchmark.data, "dataset_names", lambda: ["only-this"])
+    expect_error("did you mean 'only-this'", "default", ["datasets=[only-that]"])
+    # before benchmark.data has a registry, any name passes (checked later, when the data is read)
+    monkeypatch.setitem(sys.modules, "benchmark.data", types.ModuleType("benchmark.data"))
+    assert load_experiment("default", ["datasets=[anything]"]).datasets == ["anything"]
+
+
+@pytest.mark.parametrize("override, match", [
+    ("w_grid=[1.0, 25]", "outside [0.0, 20.0]"),
+    ("w_grid=[.nan]", "outside [0.0, 20.0]"),
+    ("w_grid=[-1.0]", "outside [0.0, 20.0]"),
+    ("w_grid={start: 1.0, stop: 30, step: 1}", "w_grid.stop"),
+    ("w_grid={start: 2.0, stop: 1.0, step: 0.1}", "swap them"),
+    ("w_grid={start: 1.0, stop: 2.0, step: 0}", "w_grid.step=0.0 is outside"),
+    ("w_grid={start: 1.0, stop: 2.0}", "missing w_grid.step"),
+    ("w_grid={start: 1.0, stop: 2.0, stpe: 0.1}", "did you mean 'step'"),
+    ("w_grid=[1.0, abc]", "is not a number"),
+    ("sweep.w_range=[1.0, 99]", "sweep.w_range"),
+])
+def test_guidance_scales_out_of_range(override, match):
+    expect_error(match, "default", [override])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("sampling.num_samples=0", "sampling.num_samples=0 must be positive"),
+    ("finetune.steps=-5", "finetune.steps=-5 must be positive"),
+    ("finetune.global_batch_size=2.5", "finetune.global_batch_size must be a whole number"),
+    ("sweep.trials=0", "sweep.trials=0 must be positive"),
+    ("seeds=[]", "seeds is empty"),
+    ("seeds=[0, 0]", "more than once"),
+    ("finetune.lr=0", "finetune.lr=0.0 is outside (0.0, 1.0]"),
+    ("finetune.ema_decay=1.0", "finetune.ema_decay=1.0 is outside [0.0, 1.0)"),
+    ("finetune.num_workers=-1", "finetune.num_workers=-1 must be >= 0"),
+    ("sampling.clip_denoised=maybe", "must be true or false"),
+    ("name=a/b", "directory name"),
+])
+def test_bad_values(override, match):
+    expect_error(match, "default", [override])
+
+
+def test_vae_needs_multiple_of_8_and_yaml_errors_name_the_line(tmp_path):
+    expect_error("multiple of 8", "paper", ["source.image_size=100"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [cub100-32\nname: x\n")
+    expect_error("not valid YAML", bad)
+    expect_error("no 'datasets'", *[_write(tmp_path / "empty.yaml", "name: x\n")])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_config_error_is_a_user_error():
+    assert issubclass(ConfigError, UserError)  # so `dogbench run` prints it as one line, no traceback
+
+
+# -- Optuna storage -------------------------------------------------------------------------------------------------
+
+
+def test_storage_urls(tmp_path):
+    check_storage_url(f"sqlite:///{tmp_path}/new/dir/sweep.db")  # creatable
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="not a writable directory"):
+        check_storage_url(f"sqlite:///{blocker}/sweep.db")
+    with pytest.raises(ConfigError, match="postgresql://"):
+        check_storage_url("postgres://u@localhost/db")
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        check_storage_url("redis://localhost")
+    # a server that is not there (port 1 refuses at once), or a missing driver: either way one line, password hidden
+    with pytest.raises(ConfigError) as info:
+        check_storage_url("postgresql://user:secret@127.0.0.1:1/optuna", timeout_s=2)
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)
+    assert "cannot connect" in str(info.value) or "driver" in str(info.value)
+    # the connect path, with a server that refuses (no database driver is installed here)
+    import sqlalchemy
+
+    class Refusing:
+        def connect(self):
+            raise OSError("connection refused\nsecond line")
+
+        def dispose(self):
+            pass
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sqlalchemy, "create_engine", lambda url, **kw: Refusing())
+        with pytest.raises(ConfigError) as info:
+            check_storage_url("mysql://user:secret@db.example:3306/optuna")
+    message = str(info.value)
+    assert "cannot connect" in message and "connection refused" in message and "sweep.storage=null" in message
+    assert "secret" not in message and "\n" not in message
+    # checked at load time when the config names a storage
+    expect_error("not a writable directory", "default", [f"sweep.storage=sqlite:///{blocker}/x.db"])
+    assert load_experiment("default", [f"sweep.storage=sqlite:///{blocker}/x.db"], check_storage=False)
+
+
+def test_default_storage_is_sqlite_in_results(tmp_path):
+    exp = load_experiment("default")
+    assert exp.sweep_storage(tmp_path) == f"sqlite:///{tmp_path.resolve()}/default/sweep.db"
+    assert exp.sweep_w_range() == (1.0, 3.0)
+    assert load_experiment("default", ["sampling.num_samples=100"]).sweep_num_samples() == 100
+
+
+# -- what runs, and what each stage's output depends on --------------------------------------------------------------
+
+
+def test_w_values_from_a_range_are_exact_and_include_stop():
+    exp = small(w_grid={"start": 1.0, "stop": 2.0, "step": 0.25})
+    assert exp.w_values() == [1.0, 1.25, 1.5, 1.75, 2.0]
+    exp = small(w_grid={"start": 0.0, "stop": 0.3, "step": 0.1})  # 0.1 * 3 = 0.30000000000000004
+    assert exp.w_values() == [0.0, 0.1, 0.2, 0.3]
+    exp = small(w_grid={"start": 1.0, "stop": 1.95, "step": 0.5})  # stop not on the grid: not passed
+    assert exp.w_values() == [1.0, 1.5]
+
+
+def test_runs_share_w1():
+    exp = small(w_grid=[1.0, 1.5], seeds=[0, 1])
+    runs = exp.runs()
+    assert runs.count(RunSpec("caltech101-32", "none", 1.0, 0)) == 1
+    assert {r.method for r in runs if r.w == 1.0} == {"none"}
+    assert len(runs) == 2 * 3  # (none at 1.0, cfg at 1.5, dog at 1.5) x 2 seeds
+    assert canonical_method("dog", 1.0) == "none" and canonical_method("dog", 1.5) == "dog"
+    with pytest.raises(ValueError):
+        canonical_method("none", 2.0)
+    # w = 1 is sampled even when only guided methods are compared: it is their w = 1 point
+    assert {r.method for r in small(methods=["cfg"], w_grid=[1.0, 2.0]).runs()} == {"none", "cfg"}
+
+
+def test_stage_configs_separate_what_changes_what():
+    base = small(w_grid=[1.0, 2.0])
+    more_samples = small(w_grid=[1.0, 2.0], sampling={"num_samples": 50})
+    longer = small(w_grid=[1.0, 2.0], finetune={"steps": 10})
+    other_rule = small(w_grid=[1.0, 2.0], evaluation={"select_by": "fd_dinov2"})
+    other_channels = small(w_grid=[1.0, 2.0], sampling={"guided_channels": None})
+    ds = "caltech101-32"
+    point = dict(method="dog", w=2.0, seed=0)
+
+    assert base.stage_hash("finetune", ds) == more_samples.stage_hash("finetune", ds)
+    assert base.stage_hash("sample", ds, **point) != more_samples.stage_hash("sample", ds, **point)
+    assert base.stage_hash("finetune", ds) != longer.stage_hash("finetune", ds)
+    assert base.stage_hash("sample", ds, **point) != longer.stage_hash("sample", ds, **point)
+    assert base.stage_hash("evaluate", ds, **point) == other_rule.stage_hash("evaluate", ds, **point)
+    assert base.stage_hash("latents", ds) == longer.stage_hash("latents", ds)
+    faster = small(w_grid=[1.0, 2.0], sampling={"batch_size": 7}, evaluation={"batch_size": 3},
+                   finetune={"num_workers": 0, "checkpoint_every": 3})
+    assert base.stage_hash("evaluate", ds, **point) == faster.stage_hash("evaluate", ds, **point)
+    # w = 1 is one sample set whatever the method, untouched by guidance-only settings
+    none = base.stage_config("sample", ds, method="none", w=1.0, seed=0)
+    assert base.stage_config("sample", ds, method="cfg", w=1.0, seed=0) == none
+    assert other_channels.stage_config("sample", ds, method="dog", w=1, seed=0) == none
+    assert base.stage_hash("sample", ds, **point) != other_channels.stage_hash("sample", ds, **point)
+    assert base.stage_hash("sample", ds, **point) != base.stage_hash("sample", ds, method="cfg", w=2.0, seed=0)
+    with pytest.raises(ValueError):
+        base.stage_config("sample", ds)  # needs method, w, seed
+
+
+def test_to_dict_round_trips():
+    exp = load_experiment("mini-gpu", ["seeds=[0, 1]"])
+    again = experiment_from_dict(exp.to_dict())
+    assert again == exp and again.config_hash() == exp.config_hash()
+    assert load_experiment("mini-gpu").config_hash() != exp.config_hash()
+
+
+def test_experiment_built_in_code_is_validated():
+    exp = Experiment(name="x", datasets=["cub100-32"], finetune={"steps": 7}, tracking={"wandb": {"mode": "offline"}})
+    assert exp.finetune.steps == 7 and exp.tracking.wandb.mode == "offline"
+    with pytest.raises(ConfigError, match="did you mean 'finetune.steps'"):
+        Experiment(name="x", datasets=["cub100-32"], finetune={"step": 7})
+
+
+def test_base_chain_and_cycle(tmp_path):
+    child = _write(tmp_path / "child.yaml", "base: default\ndatasets: [cub100-32]\nfinetune: {steps: 5}\n")
+    exp = load_experiment(child)
+    assert exp.name == "child" and exp.datasets == ["cub100-32"]
+    assert exp.finetune.steps == 5 and exp.finetune.ema_decay == load_experiment("default").finetune.ema_decay
+    _write(tmp_path / "a.yaml", "base: b.yaml\n")
+    _write(tmp_path / "b.yaml", "base: a.yaml\ndatasets: [cub100-32]\n")
+    expect_error("loops", tmp_path / "a.yaml")
