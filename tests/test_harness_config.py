@@ -49,7 +49,7 @@ def test_shipped_experiments_load():
 
     default = load_experiment("default")
     assert default.datasets == ["caltech101-32", "cub100-32"] and default.autoencoder == "identity"
-    assert "fd_effnet" in default.evaluation.metrics and "prdc" in default.evaluation.metrics
+    assert "fd_effnet" in default.evaluation.metrics and "prdc_effnet" in default.evaluation.metrics
 
     mini = load_experiment("mini-gpu")  # `base: default` plus changes
     assert mini.name == "mini-gpu" and mini.source == default.source and mini.datasets == default.datasets

@@ -41,9 +41,12 @@ METRIC_COLUMNS = {
     "fd_dinov2": ("fd_dinov2",),
     "prdc": ("precision", "recall", "density", "coverage"),
     "fd_effnet": ("fd_effnet",),
+    # PRDC in the offline EfficientNet-Lite0 space (the small CPU benchmark has no DINOv2 weights)
+    "prdc_effnet": ("precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet"),
 }
 FD_METRICS = ("fid", "fd_dinov2", "fd_effnet")
-HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage")
+HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage",
+                    "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet")
 
 AUTOENCODERS = ("sd-vae-ft-ema", "sd-vae-ft-mse", "identity")  # or a local diffusers AutoencoderKL directory
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")  # Lightning's names

@@ -30,7 +30,8 @@ from benchmark.guidance import METHODS
 from benchmark.harness.config import FD_METRICS, HIGHER_IS_BETTER, W_DECIMALS
 from benchmark.io import REPO_ROOT, atomic_open
 
-METRICS = ("fid", "fd_dinov2", "precision", "recall", "density", "coverage", "fd_effnet")  # runs.csv order
+METRICS = ("fid", "fd_dinov2", "precision", "recall", "density", "coverage", "fd_effnet",  # runs.csv order
+           "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet")
 RUN_KEY = ("dataset", "method", "w", "seed")
 PROVENANCE_COLUMNS = (
     "num_samples",          # images the metrics were computed on
