@@ -36,6 +36,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--guidance-interval", default=None, help="LOW,HIGH: guide only for timesteps in [LOW, HIGH] (0..999)")
     p.add_argument("--clip-denoised", action="store_true", help="clip predicted x0 to [-1, 1] (pixel-space models want it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="network forward precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU, many samples)")
     p.add_argument("--device", default=default_device(), help="torch device")
     p.add_argument("--overwrite", action="store_true", help="discard samples of another config in --out")
     p.set_defaults(func=run_sample)
@@ -68,7 +69,7 @@ def run_sample(args) -> int:
     autoencoder = load_autoencoder(ae_spec)
     sampler = build_sampler(args.method, finetuned, pretrained, w, autoencoder, steps=args.steps, seed=args.seed,
                             guided_channels=args.guided_channels, interval=interval, clip_denoised=args.clip_denoised,
-                            device=args.device, precision=args.precision)
+                            device=args.device, precision=args.precision, compile=args.compile)
     config = sampling_config(args.method, w, finetuned_sha256=checkpoint_sha256(ft_path),
                              pretrained_sha256=checkpoint_sha256(pre_path) if pre_path else None, steps=args.steps,
                              seed=args.seed, guided_channels=args.guided_channels, interval=interval,
