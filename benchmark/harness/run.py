@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.harness.config import Experiment, RunSpec, load_experiment
-from benchmark.harness.stages import (DatasetContext, distributed, log, stage_evaluate, stage_finetune, stage_latents,
+from benchmark.harness.stages import (DatasetContext, distributed, init_distributed, log, stage_evaluate, stage_finetune, stage_latents,
                                       stage_prepare, stage_sample)
 from benchmark.io import atomic_write_text
 
@@ -136,7 +136,7 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
                    device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
     from benchmark.harness.tracking import make_tracker
 
-    device = device or default_device()
+    device = init_distributed(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "config.yaml", exp.to_yaml())

@@ -33,6 +33,22 @@ def distributed() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def init_distributed(device: str) -> str:
+    """Under torchrun (WORLD_SIZE > 1): join the process group and take this rank's GPU. Sampling then shards
+    sample indices across ranks (i % world == rank); rank 0 evaluates and reports."""
+    rank, world = distributed()
+    if world <= 1:
+        return device
+    cuda = str(device).startswith("cuda")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
 def barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
