@@ -11,7 +11,9 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -98,3 +100,21 @@ def results_root(explicit: Optional[str | os.PathLike] = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(os.environ.get(RESULTS_ROOT_ENV, REPO_ROOT / "results")).expanduser()
+
+
+class NetworkError(Exception):
+    """A download host cannot be reached or a transfer failed; the message says which host and why."""
+
+
+PROBE_TIMEOUT_S = 10.0
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to ``url``'s host; raise NetworkError if that fails. Called before any
+    download so that an offline machine fails at once with one line instead of hanging in retries."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise NetworkError(f"cannot reach the download host {parts.hostname} (offline? {e})") from e

@@ -109,3 +109,25 @@ def test_fresh_model_is_adaln_zero():
     model = DiT(**tiny_dit_config())
     out = model(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1]))
     assert torch.count_nonzero(out) == 0
+
+
+def test_release_name_offline_is_one_line(tmp_path, monkeypatch):
+    import time
+
+    import benchmark.models.checkpoint as ckpt
+
+    monkeypatch.setenv("DOGBENCH_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.chdir(tmp_path)
+
+    def offline(url, timeout=5):
+        raise ckpt.NetworkError("cannot reach the download host dl.fbaipublicfiles.com (offline?)")
+
+    monkeypatch.setattr(ckpt, "probe", offline)
+    start = time.time()
+    with pytest.raises(CheckpointError, match="cannot be downloaded.*place it in one of") as e:
+        load_dit("DiT-XL-2-256x256.pt")
+    assert "\n" not in str(e.value) and time.time() - start < 5
+    (tmp_path / "DiT-XL-2-256x256.pt").write_bytes(b"")  # found in $DOGBENCH_CHECKPOINTS -> read, and rejected
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_dit("DiT-XL-2-256x256.pt")

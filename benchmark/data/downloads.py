@@ -14,23 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 
-PROBE_TIMEOUT_S = 10.0
+from benchmark.io import NetworkError, probe
+
 # what a failed transfer raises (urllib wraps most in URLError; a dropped connection mid-file does not)
 NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException)
-
-
-class NetworkError(Exception):
-    """The download host cannot be reached or the transfer failed; the message says which host and why."""
-
-
-def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Open (and close) a TCP connection to ``url``'s host; raise NetworkError if that fails."""
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        raise NetworkError(f"cannot reach the download host {parts.hostname} (offline? {e})") from e
 
 
 def download_and_extract(url: str, target: Path, extract_to: Path, md5: Optional[str]) -> None:

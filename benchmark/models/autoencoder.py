@@ -14,6 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from benchmark.io import probe
+
 SD_VAE_SCALE = 0.18215
 SD_VAE_EMA = "stabilityai/sd-vae-ft-ema"
 VAE_ALIASES = {"sd-vae-ft-ema": SD_VAE_EMA, "ema": SD_VAE_EMA, "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "mse": "stabilityai/sd-vae-ft-mse"}
@@ -80,6 +82,7 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
             try:  # the HF cache first: no network when the files are already there
                 vae = AutoencoderKL.from_pretrained(repo_id, torch_dtype=dtype, local_files_only=True)
             except OSError:
+                probe("https://huggingface.co", timeout=5)  # offline: fail now, not after the hub's retries
                 vae = AutoencoderKL.from_pretrained(repo_id, torch_dtype=dtype)
     except Exception as e:
         raise FileNotFoundError(

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from benchmark.io import NetworkError, probe
 from benchmark.models.dit import DiT, dit_config
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
@@ -53,9 +54,10 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, download: bool = True) -
         target = Path(torch.hub.get_dir()) / "checkpoints" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            probe(RELEASE_URL.format(name=name), timeout=5)
             torch.hub.download_url_to_file(RELEASE_URL.format(name=name), str(target), progress=True)
             return target
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, NetworkError) as e:
             where = ", ".join(str(d) for d in checkpoint_search_dirs())
             raise CheckpointError(f"checkpoint {name} not found locally and cannot be downloaded ({type(e).__name__}); "
                                   f"place it in one of: {where}, or pass its path") from None

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from benchmark.models import IdentityAutoencoder, KLAutoencoder, load_autoencoder
+from benchmark.models.autoencoder import SD_VAE_SCALE
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_dir(tmp_path_factory):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                        layers_per_block=1, sample_size=16)
+    path = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(path)
+    return path
+
+
+def test_identity():
+    ae = load_autoencoder("identity")
+    assert isinstance(ae, IdentityAutoencoder)
+    x = torch.rand(2, 3, 8, 8)
+    mean, std = ae.encode_moments(x)
+    assert torch.equal(mean, x) and not std.any() and torch.equal(ae.decode(x), x)
+
+
+def test_kl_autoencoder_from_local_dir(tiny_vae_dir):
+    ae = load_autoencoder(tiny_vae_dir)
+    assert isinstance(ae, KLAutoencoder) and ae.downsample == 2 and ae.latent_channels() == 4
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    mean, std = ae.encode_moments(x)
+    dist = ae.vae.encode(x).latent_dist
+    assert torch.allclose(mean, dist.mean * SD_VAE_SCALE) and torch.allclose(std, dist.std * SD_VAE_SCALE)
+    assert ae.decode(mean).shape == (2, 3, 16, 16)
+
+
+def test_missing_vae_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as e:
+        load_autoencoder("sd-vae-ft-ema")
+    assert "\n" not in str(e.value)
