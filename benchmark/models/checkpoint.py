@@ -70,8 +70,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or pickled objects we refuse to unpickle
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120]}); check the file or re-download it") from None
+        detail = (str(e).splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}"
+                              f"{': ' + detail if detail else ''}); check the file or re-download it") from None
 
 
 def extract_state_dict(obj: dict, prefer: str = "ema") -> dict[str, torch.Tensor]:
