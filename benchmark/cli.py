@@ -60,4 +60,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # under `python -m benchmark.cli` this file runs as __main__; import the package's module so that UserError
+    # raised by commands is the class main() catches
+    from benchmark.cli import main as package_main
+
+    sys.exit(package_main())

@@ -1,0 +1,34 @@
+"""Two-process DDP on CPU (gloo), launched the way users launch it: `dogbench finetune --devices 2 --strategy ddp`
+(Lightning re-runs the command line for the second process)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmark.models import DiT, export_checkpoint, load_dit
+from conftest import REPO, SHARED_DATA, tiny_dit_config
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "caltech101" / "caltech101_32.npz").is_file(),
+                    reason="shared caltech101-32 data not present")
+def test_two_process_ddp_on_cpu(tmp_path):
+    torch.manual_seed(0)
+    export_checkpoint(DiT(**tiny_dit_config()), tmp_path / "source.pt", autoencoder="identity")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "benchmark.cli", "finetune", "--source", str(tmp_path / "source.pt"),
+           "--dataset", "caltech101-32", "--data-root", str(SHARED_DATA), "--vae", "identity", "--out", str(out),
+           "--steps", "3", "--global-batch-size", "8", "--checkpoint-every", "2", "--num-workers", "0",
+           "--max-images", "64", "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", "--no-wandb",
+           "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    done = json.loads((out / "trained.json").read_text())
+    assert done["steps"] == 3
+    model = load_dit(out / "ema.pt")
+    assert model.config["num_classes"] == 101 and model.checkpoint_meta["steps"] == 3
