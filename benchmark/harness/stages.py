@@ -83,9 +83,9 @@ class DatasetContext:
                 self._models[which] = load_dit(self.finetuned_path)
             else:
                 src = self.exp.source
-                model = src.model if isinstance(src.model, str) else None
-                self._models[which] = load_dit(self.source_checkpoint(), model=model, num_classes=src.num_classes,
-                                               input_size=self.latent_size(), in_channels=self.latent_channels())
+                named = {"in_channels": self.latent_channels()} if isinstance(src.model, str) else {}
+                self._models[which] = load_dit(self.source_checkpoint(), model=src.model, num_classes=src.num_classes,
+                                               input_size=self.latent_size(), **named)
         return self._models[which]
 
     def latent_size(self) -> int:

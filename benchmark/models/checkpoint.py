@@ -135,7 +135,7 @@ def describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor], lim
 
 def load_dit(
     path_or_name: str | os.PathLike,
-    model: Optional[str] = None,
+    model: Optional[str | dict] = None,
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
     prefer: str = "ema",
@@ -143,14 +143,18 @@ def load_dit(
 ) -> DiT:
     """Build a DiT and load a checkpoint into it with ``strict=True``.
 
-    The architecture comes from ``model`` (a name such as ``"DiT-XL/2"``, with ``num_classes``/``input_size``),
+    The architecture comes from ``model`` (a name such as ``"DiT-XL/2"``, with ``num_classes``/``input_size``, or a
+    dict of DiT constructor arguments),
     else from the checkpoint's saved ``config``, else from the state dict's shapes. A mismatch between the file and
     the requested architecture is a CheckpointError naming the first differing keys.
     """
     path = resolve_checkpoint(path_or_name)
     obj = read_checkpoint(path)
     state_dict = extract_state_dict(obj, prefer)
-    if model is not None:
+    if isinstance(model, dict):  # explicit constructor arguments (an experiment's source.model may be a dict)
+        config = {**model, **overrides}
+        config.update({k: v for k, v in (("num_classes", num_classes), ("input_size", input_size)) if v is not None})
+    elif model is not None:
         release = RELEASES.get(path.name)
         config = dit_config(model, input_size=input_size or (release[1] if release else 32),
                             num_classes=num_classes if num_classes is not None else 1000, **overrides)
@@ -167,7 +171,7 @@ def load_dit(
     net = DiT(**config)
     problem = describe_mismatch(net, state_dict)
     if problem:
-        hint = f"{model or 'the saved config'}"
+        hint = model if isinstance(model, str) else ("the given DiT arguments" if model else "the saved config")
         raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
                               f"{problem}; pass the matching --model/--num-classes or the right file")
     net.load_state_dict(state_dict, strict=True)

@@ -347,7 +347,7 @@ def finetune(source: Union[str, os.PathLike], dataset: str, out_dir: Union[str, 
         raise UserError(f"image size {image_size} is not a multiple of the autoencoder's downsampling {downsample}")
     path = resolve_checkpoint(source)
     if isinstance(source_model, dict):  # DiT constructor arguments (an experiment's source.model may be a dict)
-        pretrained = load_dit(path, num_classes=source_num_classes, **source_model)
+        pretrained = load_dit(path, model=source_model, num_classes=source_num_classes)
     else:  # a named architecture (the DiT release files hold no config) takes the autoencoder's channels
         pretrained = load_dit(path, model=source_model, num_classes=source_num_classes,
                               input_size=image_size // downsample if (source_model and image_size) else None,

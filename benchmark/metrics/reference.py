@@ -1,0 +1,96 @@
+"""Reference statistics: the real images' Gaussian (mean, covariance) and PRDC feature subset in one feature space.
+
+Computing them means pushing every reference image through a large network, so they are cached, one file per
+(dataset, split, data fingerprint, network + weights sha256 + preprocessing, subsampling). The key is in the file
+name: change any of them (new data on disk, other weights, another resize) and a new file is computed; the old one
+is left for the other configuration. Files are written atomically, so an interrupted run never leaves a half file.
+
+Reference set: the dataset split named by the caller; the public DoG reproduction compares against all images
+(train + test). Like dgm-eval, at most ``max_images`` (50k) reference images are used, a seeded random subset.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.io import atomic_open, config_hash, results_root
+from benchmark.metrics.features import FeatureNetwork, ImageSource, extract_features
+from benchmark.metrics.frechet import gaussian_stats
+from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
+
+CACHE_VERSION = 1
+MAX_IMAGES = 50_000  # dgm-eval's --nsample default
+
+
+@dataclass
+class ReferenceStats:
+    mu: np.ndarray               # (D,) float64
+    sigma: np.ndarray            # (D, D) float64
+    prdc_features: np.ndarray    # (<= prdc_points, D) float32
+    n_images: int                # images the Gaussian was fitted to
+    protocol: dict[str, Any]     # everything the numbers depend on (also the cache key)
+    path: Path | None = None     # cache file
+
+
+def default_cache_dir() -> Path:
+    return results_root() / "cache" / "reference_stats"
+
+
+def subset_indices(n: int, max_images: int | None, seed: int = SUBSAMPLE_SEED) -> list[int] | None:
+    if max_images is None or n <= max_images:
+        return None
+    return sorted(np.random.default_rng(seed).choice(n, max_images, replace=False).tolist())
+
+
+def reference_protocol(dataset, network: FeatureNetwork, max_images: int | None, prdc_points: int | None) -> dict[str, Any]:
+    return {
+        "cache_version": CACHE_VERSION,
+        "dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint(), "n_dataset": len(dataset),
+        "network": network.protocol(),
+        "max_images": max_images, "prdc_points": prdc_points, "subsample_seed": SUBSAMPLE_SEED,
+    }
+
+
+def cache_path(protocol: dict[str, Any], cache_dir) -> Path:
+    name = f"{protocol['dataset']}-{protocol['split']}-{protocol['network']['network']}-{config_hash(protocol)}.npz"
+    return Path(cache_dir) / name
+
+
+def _load(path: Path, protocol: dict[str, Any]) -> ReferenceStats | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["protocol"]))
+            if stored != json.loads(json.dumps(protocol, default=str)):
+                return None
+            return ReferenceStats(z["mu"], z["sigma"], z["prdc_features"], int(z["n_images"]), stored, path)
+    except (OSError, ValueError, KeyError):  # missing or unreadable: recompute
+        return None
+
+
+def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_size: int = 50, device=None,
+                    num_workers: int | None = None, max_images: int | None = MAX_IMAGES,
+                    prdc_points: int | None = MAX_POINTS, progress: bool = True) -> ReferenceStats:
+    """Reference statistics of ``dataset`` (an ImageDataset per the data contract) in ``network``'s space, from the
+    cache when its key matches, else computed and cached."""
+    protocol = reference_protocol(dataset, network, max_images, prdc_points)
+    path = cache_path(protocol, cache_dir or default_cache_dir())
+    cached = _load(path, protocol)
+    if cached is not None:
+        return cached
+
+    source = ImageSource(dataset, subset_indices(len(dataset), max_images))
+    feats = extract_features(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
+                             progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
+    mu, sigma = gaussian_stats(feats)
+    prdc_features = subsample(feats, prdc_points)
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, prdc_features=prdc_features, n_images=np.int64(len(feats)),
+             protocol=np.array(json.dumps(protocol, default=str)))
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return ReferenceStats(mu, sigma, prdc_features, len(feats), json.loads(json.dumps(protocol, default=str)), path)

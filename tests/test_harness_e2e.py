@@ -1,0 +1,130 @@
+"""The whole pipeline on a tiny experiment: a tiny random source DiT, a few real 32x32 Caltech-101 images in a
+class-folder dataset, fd_effnet, two w values. Then resume after a kill in each stage, and config invalidation."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from benchmark.cli import main
+from benchmark.models import DiT, export_checkpoint
+from conftest import SHARED_DATA, tiny_dit_config
+
+NPZ = SHARED_DATA / "caltech101" / "caltech101_32.npz"
+pytestmark = pytest.mark.skipif(not NPZ.exists(), reason="../shared/data not present")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data = np.load(NPZ)
+    target = tmp_path / "target"
+    for k, cls in enumerate([0, 1, 2]):  # 3 real classes, 5 images each
+        idx = np.flatnonzero(data["labels"] == cls)[:5]
+        (target / f"class{k}").mkdir(parents=True)
+        for i in idx:
+            Image.fromarray(data["images"][i]).save(target / f"class{k}" / f"{i}.png")
+    torch.manual_seed(0)
+    source = DiT(**tiny_dit_config())
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(0, 0.1)
+    export_checkpoint(source, tmp_path / "source.pt", autoencoder="identity")
+    config = {
+        "name": "tiny", "datasets": ["folder"], "data_root": str(target),
+        "source": {"checkpoint": str(tmp_path / "source.pt"), "model": tiny_dit_config(), "num_classes": 5, "image_size": 8},
+        "autoencoder": "identity",
+        "finetune": {"steps": 3, "global_batch_size": 4, "ema_decay": 0.9, "precision": "32-true",
+                     "checkpoint_every": 2, "num_workers": 0},
+        "methods": ["none", "cfg", "dog"], "w_grid": [1.0, 2.0],
+        "sampling": {"num_samples": 6, "steps": 3, "batch_size": 4, "guided_channels": None, "clip_denoised": True},
+        "evaluation": {"metrics": ["fd_effnet"], "ref_split": "all", "batch_size": 8, "select_by": "fd_effnet"},
+        "tracking": {"wandb": {"enabled": True, "mode": "offline"}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, tmp_path / "results"
+
+
+def run(path, results, *overrides):
+    return main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress", *overrides])
+
+
+def pngs(results):
+    return {p: p.stat().st_mtime_ns for p in (results / "tiny").rglob("shard_*/*.png")}
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
+    path, results = experiment
+    assert run(path, results) == 0
+    out = results / "tiny"
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(zip(runs["method"], runs["w"])) == [("cfg", 2.0), ("dog", 2.0), ("none", 1.0)]
+    assert runs["fd_effnet"].notna().all() and (runs["fd_effnet"] > 0).all()
+    assert (runs["num_samples"] == 6).all() and runs["finetuned_sha256"].nunique() == 1
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert {"none", "cfg", "dog"} <= set(board["method"]) and "fd_effnet_improvement_vs_cfg_pct" in board
+    assert (out / "plots" / "fd_effnet_vs_w.png").exists() and (out / "plots" / "samples_folder.png").exists()
+    assert (out / "leaderboard.md").read_text().count("|") > 10
+    assert list((out / "wandb").glob("offline-run-*"))  # W&B offline run directories
+    assert len(pngs(results)) == 18
+
+    before = pngs(results)
+    assert run(path, results) == 0  # everything is done: nothing is recomputed
+    assert pngs(results) == before
+    pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), board)
+
+    # a sampling change redoes samples and metrics, not the fine-tune
+    assert run(path, results, "sampling.steps=2") == 0
+    assert len(list((out / "folder").glob("finetune-*"))) == 1
+    assert len(pngs(results)) == 36
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["finetune", "sample", "evaluate", "report"])
+def test_kill_in_any_stage_then_rerun_gives_the_same_leaderboard(experiment, monkeypatch, stage, tmp_path):
+    path, results = experiment
+    assert run(path, results) == 0
+    reference = pd.read_csv(results / "tiny" / "leaderboard.csv")
+
+    import benchmark.harness.run as harness_run
+    import benchmark.harness.stages as stages
+
+    killed = tmp_path / "killed"
+    calls = {"n": 0}
+
+    def dies_on_second_call(original):
+        def wrapper(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+        return wrapper
+
+    target = {"finetune": (stages, "stage_sample"),  # dies right after fine-tuning
+              "sample": (stages.SampleFolder, "write"),
+              "evaluate": (stages, "stage_evaluate"),
+              "report": (harness_run, "report")}[stage]
+    if stage == "report":
+        monkeypatch.setattr(*target, lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    elif stage == "evaluate":
+        monkeypatch.setattr(harness_run, "stage_evaluate", dies_on_second_call(stages.stage_evaluate))
+    elif stage == "finetune":
+        monkeypatch.setattr(harness_run, "stage_sample", dies_on_second_call(stages.stage_sample))
+        calls["n"] = 1
+    else:
+        monkeypatch.setattr(*target, dies_on_second_call(getattr(*target)))
+    assert run(path, killed) == 130
+    monkeypatch.undo()
+    assert run(path, killed) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "tiny" / "leaderboard.csv"), reference)
