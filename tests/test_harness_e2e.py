@@ -63,7 +63,6 @@ def pngs(results):
     return {p: p.stat().st_mtime_ns for p in (results / "tiny").rglob("shard_*/*.png")}
 
 
-@pytest.mark.slow
 def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     path, results = experiment
     assert run(path, results) == 0
@@ -90,8 +89,9 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     assert len(pngs(results)) == 36
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", ["finetune", "sample", "evaluate", "report"])
+@pytest.mark.parametrize("stage", ["sample", pytest.param("finetune", marks=pytest.mark.slow),
+                                   pytest.param("evaluate", marks=pytest.mark.slow),
+                                   pytest.param("report", marks=pytest.mark.slow)])
 def test_kill_in_any_stage_then_rerun_gives_the_same_leaderboard(experiment, monkeypatch, stage, tmp_path):
     path, results = experiment
     assert run(path, results) == 0
