@@ -128,3 +128,43 @@ def test_kill_in_any_stage_then_rerun_gives_the_same_leaderboard(experiment, mon
     monkeypatch.undo()
     assert run(path, killed) == 0
     pd.testing.assert_frame_equal(pd.read_csv(killed / "tiny" / "leaderboard.csv"), reference)
+
+
+def test_two_optuna_workers_share_one_study(experiment):
+    """Two `dogbench sweep` processes on one SQLite storage: the trial budget is shared, no trial is lost or left
+    running, low-fidelity pruning runs, and the best w lands in sweeps.csv and the leaderboard's runs."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    path, results = experiment
+    assert run(path, results, "--stages", "prepare,finetune") == 0  # one fine-tune, before the workers start
+    storage = f"sqlite:///{results / 'shared.db'}"
+    cmd = [sys.executable, "-m", "benchmark.cli", "sweep", "--exp", str(path), "--dataset", "folder", "--method", "dog",
+           "--trials", "4", "--storage", storage, "--results-root", str(results), "sweep.low_fidelity_samples=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), "\n----\n".join(outputs)
+    study = optuna.load_study(study_name="tiny/folder/dog/fd_effnet", storage=storage)
+    states = [t.state for t in study.trials]
+    finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert 4 <= len(finished) <= 5 and len(finished) == len(states)  # none failed or left running
+    assert all(1.0 <= t.params["w"] <= 2.0 for t in study.trials)
+    sweeps = pd.read_csv(results / "tiny" / "sweeps.csv")
+    assert sweeps.loc[0, "study"] == "tiny/folder/dog/fd_effnet" and sweeps.loc[0, "best_w"] == study.best_params["w"]
+    runs = pd.read_csv(results / "tiny" / "runs.csv")
+    complete_w = {t.params["w"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert set(runs.loc[runs["study"] == "tiny/folder/dog/fd_effnet", "w"]) == complete_w  # no lost update
+
+
+def test_sweep_rejects_bad_input_in_one_line(experiment, capsys):
+    path, results = experiment
+    base = ["sweep", "--exp", str(path), "--results-root", str(results)]
+    assert main(base + ["--dataset", "cub200"]) == 1
+    assert main(base + ["--dataset", "folder", "--metric", "fid"]) == 1
+    assert main(base + ["--dataset", "folder", "--storage", "postgresql://nobody@127.0.0.1:1/x"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 3 and "not in experiment" in errors[0] and "fid" in errors[1]

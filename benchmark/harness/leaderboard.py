@@ -28,7 +28,7 @@ import pandas as pd
 
 from benchmark.guidance import METHODS
 from benchmark.harness.config import FD_METRICS, HIGHER_IS_BETTER, W_DECIMALS
-from benchmark.io import REPO_ROOT, atomic_open
+from benchmark.io import REPO_ROOT, atomic_open, file_lock
 
 METRICS = ("fid", "fd_dinov2", "precision", "recall", "density", "coverage", "fd_effnet",  # runs.csv order
            "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet")
@@ -144,8 +144,9 @@ def write_runs(rows: Rows, path: str | os.PathLike) -> pd.DataFrame:
 
 def update_runs(path: str | os.PathLike, new_rows: Rows) -> pd.DataFrame:
     """Add (or replace) rows in runs.csv; what a resumed run calls after each evaluation."""
-    df = merge_runs(read_runs(path), new_rows)
-    write_csv(df, path)
+    with file_lock(path):  # sweep workers append concurrently
+        df = merge_runs(read_runs(path), new_rows)
+        write_csv(df, path)
     return df
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
+import time
 from typing import Optional
 
 from benchmark.harness.config import W_DECIMALS, Experiment, RunSpec, load_experiment
 from benchmark.harness.stages import DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare, stage_sample
-from benchmark.io import atomic_open
+from benchmark.io import atomic_open, file_lock
 
 SWEEP_METHODS = ("cfg", "dog")
 W_STEP = 0.01  # w is searched on a 0.01 grid: finer differences are far below the metrics' noise
@@ -67,18 +69,32 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=exp.sweep.seed, n_startup_trials=4),
         "random": lambda: optuna.samplers.RandomSampler(seed=exp.sweep.seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),
         "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=exp.sweep.seed),
     }[exp.sweep.sampler]()
-    return optuna.create_study(study_name=study_name(exp, dataset, method, metric), storage=storage, sampler=sampler,
-                               pruner=CannotWinPruner(), direction=metric_direction(metric), load_if_exists=True)
+    for attempt in range(5):  # workers starting together race to create the schema / the study: retry
+        try:
+            return optuna.create_study(study_name=study_name(exp, dataset, method, metric), storage=storage,
+                                       sampler=sampler, pruner=CannotWinPruner(), direction=metric_direction(metric),
+                                       load_if_exists=True)
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
@@ -154,14 +170,15 @@ def write_sweep_summary(path, summary: dict) -> None:
     """sweeps.csv: one row per study (replaced when the study is summarised again)."""
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path)
-        df = df[df["study"] != summary["study"]]
-    except FileNotFoundError:
-        df = pd.DataFrame()
-    df = pd.concat([df, pd.DataFrame([summary])], ignore_index=True)
-    with atomic_open(path, "w") as f:
-        df.to_csv(f, index=False)
+    with file_lock(path):
+        try:
+            df = pd.read_csv(path)
+            df = df[df["study"] != summary["study"]]
+        except FileNotFoundError:
+            df = pd.DataFrame()
+        df = pd.concat([df, pd.DataFrame([summary])], ignore_index=True)
+        with atomic_open(path, "w") as f:
+            df.to_csv(f, index=False)
 
 
 def add_command(subparsers) -> None:

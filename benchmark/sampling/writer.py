@@ -52,7 +52,7 @@ class SampleFolder:
         for i, img in zip(indices, images):
             path = self.path(i)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: workers may share a folder
             Image.fromarray(img).save(tmp, format="PNG")
             os.replace(tmp, path)
 
