@@ -60,6 +60,17 @@ class CannotWinPruner:
         return _Pruner()
 
 
+def with_retries(make, attempts: int = 5):
+    """Workers that start together race to create the storage schema and the study; the loser retries."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+
+
 def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
                results_root=None, heartbeat_s: int = 60):
     import optuna
@@ -69,32 +80,19 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(5):
-        try:
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
-            break
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + random.random())
+    storage = with_retries(lambda: optuna.storages.RDBStorage(
+        url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=exp.sweep.seed, n_startup_trials=4),
         "random": lambda: optuna.samplers.RandomSampler(seed=exp.sweep.seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),
         "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=exp.sweep.seed),
     }[exp.sweep.sampler]()
-    for attempt in range(5):  # workers starting together race to create the schema / the study: retry
-        try:
-            return optuna.create_study(study_name=study_name(exp, dataset, method, metric), storage=storage,
-                                       sampler=sampler, pruner=CannotWinPruner(), direction=metric_direction(metric),
-                                       load_if_exists=True)
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + random.random())
+    return with_retries(lambda: optuna.create_study(
+        study_name=study_name(exp, dataset, method, metric), storage=storage, sampler=sampler,
+        pruner=CannotWinPruner(), direction=metric_direction(metric), load_if_exists=True))
 
 
 def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
