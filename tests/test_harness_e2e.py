@@ -145,7 +145,8 @@ def test_two_optuna_workers_share_one_study(experiment):
     cmd = [sys.executable, "-m", "benchmark.cli", "sweep", "--exp", str(path), "--dataset", "folder", "--method", "dog",
            "--trials", "4", "--storage", storage, "--results-root", str(results), "sweep.low_fidelity_samples=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    workers = [subprocess.Popen(cmd + ["--worker", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for i in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), "\n----\n".join(outputs)
     study = optuna.load_study(study_name="tiny/folder/dog/fd_effnet", storage=storage)

@@ -72,7 +72,9 @@ def with_retries(make, attempts: int = 5):
 
 
 def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
-               results_root=None, heartbeat_s: int = 60):
+               results_root=None, heartbeat_s: int = 60, worker: int = 0):
+    """The study, created on first use. ``worker`` (0, 1, ...) is mixed into the sampler's seed so that parallel
+    workers propose different w while each stays reproducible."""
     import optuna
 
     url = storage_url or exp.sweep_storage(results_root)
@@ -84,11 +86,12 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
         url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
         failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
+    seed = exp.sweep.seed + 1000 * worker
     sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=exp.sweep.seed, n_startup_trials=4),
-        "random": lambda: optuna.samplers.RandomSampler(seed=exp.sweep.seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),
-        "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=exp.sweep.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),  # one shared sequence: workers take turns
+        "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=seed),
     }[exp.sweep.sampler]()
     return with_retries(lambda: optuna.create_study(
         study_name=study_name(exp, dataset, method, metric), storage=storage, sampler=sampler,
@@ -97,7 +100,7 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
 
 def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
               storage_url: Optional[str] = None, device: str = "cpu", results_root=None, progress: bool = True,
-              prune_margin: float = 0.05) -> dict:
+              prune_margin: float = 0.05, worker: int = 0) -> dict:
     import optuna
 
     from benchmark.harness.leaderboard import update_runs
@@ -113,7 +116,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: O
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
     stage_prepare(ctx)
     stage_finetune(ctx)
-    study = open_study(exp, dataset, method, metric, storage_url, results_root)
+    study = open_study(exp, dataset, method, metric, storage_url, results_root, worker=worker)
     study.pruner = CannotWinPruner(margin=prune_margin)
     low, full = exp.sweep_num_samples(), exp.sampling.num_samples
     lo, hi = exp.sweep_w_range()
@@ -189,6 +192,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--trials", type=int, default=None, help="finished+pruned trials of the study (default: sweep.trials)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, else SQLite in results/)")
     p.add_argument("--prune-margin", type=float, default=0.05, help="relative margin before a low-fidelity trial is pruned")
+    p.add_argument("--worker", type=int, default=0, help="index of this worker when several share the storage "
+                                                         "(varies the sampler seed)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--results-root", default=None, help="where results/<experiment>/ goes")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -210,7 +215,7 @@ def sweep_command(args) -> int:
         check_storage_url(args.storage)
     metric = args.metric or exp.evaluation.select_by
     run_sweep(exp, args.dataset, args.method, metric, args.trials, args.storage, args.device or default_device(),
-              args.results_root, prune_margin=args.prune_margin)
+              args.results_root, prune_margin=args.prune_margin, worker=args.worker)
     with make_tracker(exp, args.results_root) as tracker:
         markdown = report(exp, exp.results_dir(args.results_root), [], tracker)
     if markdown:
