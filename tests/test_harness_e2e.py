@@ -157,7 +157,7 @@ def test_two_optuna_workers_share_one_study(experiment):
     sweeps = pd.read_csv(results / "tiny" / "sweeps.csv")
     assert sweeps.loc[0, "study"] == "tiny/folder/dog/fd_effnet" and sweeps.loc[0, "best_w"] == study.best_params["w"]
     runs = pd.read_csv(results / "tiny" / "runs.csv")
-    complete_w = {t.params["w"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    complete_w = {round(t.params["w"], 4) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert set(runs.loc[runs["study"] == "tiny/folder/dog/fd_effnet", "w"]) == complete_w  # no lost update
 
 
