@@ -159,6 +159,9 @@ def test_two_optuna_workers_share_one_study(experiment):
     runs = pd.read_csv(results / "tiny" / "runs.csv")
     complete_w = {round(t.params["w"], 4) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert set(runs.loc[runs["study"] == "tiny/folder/dog/fd_effnet", "w"]) == complete_w  # no lost update
+    board = pd.read_csv(results / "tiny" / "leaderboard.csv")
+    dog = board[(board["dataset"] == "folder") & (board["method"] == "dog")].iloc[0]
+    assert dog["w"] == round(study.best_params["w"], 4) and dog["study"] == "tiny/folder/dog/fd_effnet"
 
 
 def test_sweep_rejects_bad_input_in_one_line(experiment, capsys):

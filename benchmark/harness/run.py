@@ -113,6 +113,9 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
         return None
     shared_w1 = 1.0 in exp.w_values()
     board = build_leaderboard(runs, select_by=exp.evaluation.select_by, shared_w1=shared_w1)
+    if "study" in runs.columns and runs["study"].notna().any():  # a best w found by an Optuna study names it
+        studies = runs.dropna(subset=["study"]).drop_duplicates(["dataset", "method", "w"])
+        board = board.merge(studies[["dataset", "method", "w", "study"]], on=["dataset", "method", "w"], how="left")
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = to_markdown(board)
     atomic_write_text(results_dir / "leaderboard.md", f"# {exp.name}: each method at its best w "
