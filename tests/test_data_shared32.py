@@ -88,3 +88,15 @@ def test_batches_through_a_dataloader():
     x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert -1 <= x.min() and x.max() <= 1
+
+
+def test_packaged_caltech_pack_is_found_without_a_data_root(tmp_path):
+    """The embedded default benchmark's target data ships with the package (CC BY 4.0, attribution beside it)."""
+    from benchmark.data import get_dataset
+    from benchmark.data.registry import PACKAGED_DATA
+
+    assert (PACKAGED_DATA / "caltech101" / "ATTRIBUTION.md").exists()
+    ds = get_dataset("caltech101-32", split="train", root=tmp_path)  # an empty root: falls back to the pack
+    assert len(ds) == 5784 and ds.num_classes == 101
+    image, label = ds[0]
+    assert image.size == (32, 32) and 0 <= label < 101
