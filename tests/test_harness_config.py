@@ -34,7 +34,7 @@ def small(**changes):
 
 
 def test_shipped_experiments_load():
-    assert {"paper", "default", "mini-gpu"} <= set(experiment_names())
+    assert {"paper", "default", "mini", "mini-gpu"} <= set(experiment_names())
     paper = load_experiment("paper")
     assert paper.datasets == PAPER_DATASETS
     assert (paper.source.model, paper.source.num_classes, paper.source.image_size) == ("DiT-XL/2", 1000, 256)
@@ -48,13 +48,14 @@ def test_shipped_experiments_load():
     assert len(paper.runs()) == 7 * (1 + 2 * 15)
 
     default = load_experiment("default")
-    assert default.datasets == ["caltech101-32", "cub100-32"] and default.autoencoder == "identity"
+    assert default.datasets == ["caltech101-32"] and default.autoencoder == "identity"
     assert "fd_effnet" in default.evaluation.metrics and "prdc_effnet" in default.evaluation.metrics
 
     mini = load_experiment("mini-gpu")  # `base: default` plus changes
-    assert mini.name == "mini-gpu" and mini.source == default.source and mini.datasets == default.datasets
+    assert mini.name == "mini-gpu" and mini.source == default.source
+    assert mini.datasets == ["caltech101-32", "cub100-32"]
     assert mini.sampling.num_samples == 10000 and mini.w_values() == paper.w_values()
-    assert mini.finetune.steps == default.finetune.steps
+    assert mini.evaluation.metrics == default.evaluation.metrics and mini.evaluation.batch_size == 500
 
 
 def test_path_name_and_unknown_name(tmp_path):
