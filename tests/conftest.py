@@ -41,3 +41,26 @@ def tiny_dit():
         for p in model.parameters():
             p.normal_(0, 0.2)
     return model.eval()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared 2-core machine: a second thread only adds synchronisation waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_dir(tmp_path_factory):
+    """A tiny random diffusers AutoencoderKL (2x downsampling, 4 latent channels) saved as a local folder."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                        layers_per_block=1, sample_size=16)
+    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
+    vae.save_pretrained(path)
+    return path

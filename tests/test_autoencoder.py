@@ -5,19 +5,6 @@ from benchmark.models import IdentityAutoencoder, KLAutoencoder, load_autoencode
 from benchmark.models.autoencoder import SD_VAE_SCALE
 
 
-@pytest.fixture(scope="module")
-def tiny_vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                        layers_per_block=1, sample_size=16)
-    path = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(path)
-    return path
-
-
 def test_identity():
     ae = load_autoencoder("identity")
     assert isinstance(ae, IdentityAutoencoder)

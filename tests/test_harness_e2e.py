@@ -12,15 +12,7 @@ from benchmark.models import DiT, export_checkpoint
 from conftest import SHARED_DATA, tiny_dit_config
 
 NPZ = SHARED_DATA / "caltech101" / "caltech101_32.npz"
-pytestmark = pytest.mark.skipif(not NPZ.exists(), reason="../shared/data not present")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(not NPZ.exists(), reason="../shared/data not present")]
 
 
 @pytest.fixture

@@ -11,27 +11,12 @@ from benchmark.data.latents import LatentDataset, build_latent_cache, cache_for
 from benchmark.data.transforms import eval_transform
 from benchmark.models import IdentityAutoencoder, KLAutoencoder, load_autoencoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny ops on a shared 2-core machine: a second thread only adds synchronisation waits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                        layers_per_block=1, sample_size=16)
-    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
-    vae.save_pretrained(path)
-    return path
+def vae_dir(tiny_vae_dir):
+    return tiny_vae_dir
 
 
 def make_folder(root, per_class=(4, 3, 3), size=(20, 24), seed=0):

@@ -23,14 +23,7 @@ needs_caltech = pytest.mark.skipif(not (SHARED_DATA / "caltech101" / "caltech101
 SMALL = {"steps": 6, "global_batch_size": 8, "checkpoint_every": 3, "num_workers": 0, "lr": 1e-3, "ema_decay": 0.9}
 QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=False, progress=False, max_images=64)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny ops on a shared 2-core machine: a second thread only adds synchronisation waits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +292,8 @@ def test_full_disk_keeps_the_previous_checkpoint(source, tmp_path, monkeypatch):
 
 
 def test_errors_are_one_line(source, tmp_path, capsys):
-    with pytest.raises(UserError, match="dogbench prepare"):
-        finetune(source, CALTECH, tmp_path / "o", SMALL, **{**QUIET, "data_root": tmp_path / "empty"})
+    with pytest.raises(UserError, match="dogbench prepare"):  # (caltech101-32 would come from the packaged pack)
+        finetune(source, "cub100-32", tmp_path / "o", SMALL, **{**QUIET, "data_root": tmp_path / "empty"})
     with pytest.raises(CheckpointError, match="not found"):
         finetune(tmp_path / "missing.pt", CALTECH, tmp_path / "o", SMALL, **QUIET)
     with pytest.raises(CheckpointError, match="5 classes but 7"):
@@ -342,8 +335,11 @@ def test_experiment_config_supplies_source_and_settings(tmp_path, monkeypatch):
                  "--steps", "5"]) == 0
     checkpoint, dataset, out, settings = captured["args"]
     assert checkpoint.endswith("source_cifar10_dit.pt") and settings.steps == 5
-    assert settings.ema_decay == 0.999 and settings.global_batch_size == 64  # experiments/default.yaml
-    assert captured["kwargs"]["autoencoder"] == "identity" and captured["kwargs"]["source_model"] == "DiT-N/2"
+    from benchmark.harness.config import load_experiment
+
+    default = load_experiment("default")
+    assert (settings.ema_decay, settings.global_batch_size) == (default.finetune.ema_decay, default.finetune.global_batch_size)
+    assert captured["kwargs"]["autoencoder"] == "identity" and captured["kwargs"]["source_model"] == default.source.model
 
 
 # ---- pre-training and logging ------------------------------------------------------------------------------------
