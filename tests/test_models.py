@@ -131,3 +131,13 @@ def test_release_name_offline_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "DiT-XL-2-256x256.pt").write_bytes(b"")  # found in $DOGBENCH_CHECKPOINTS -> read, and rejected
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_dit("DiT-XL-2-256x256.pt")
+
+
+def test_flop_count_matches_the_dit_paper():
+    """The DiT paper's Table 4 'Gflops' (S/2 6.06, B/2 23.01, L/2 80.71, XL/2 118.64) count multiply-adds; our
+    count is in FLOPs (2 per multiply-add), the unit of the MFU that `dogbench perf` reports."""
+    from benchmark.models import dit_config, dit_flops_per_forward
+
+    for name, gmacs in [("DiT-S/2", 6.06), ("DiT-B/2", 23.01), ("DiT-L/2", 80.71), ("DiT-XL/2", 118.64)]:
+        flops = dit_flops_per_forward({**dit_config(name, input_size=32, in_channels=4), "learn_sigma": True})
+        assert abs(flops / 2e9 - gmacs) / gmacs < 0.002, name
