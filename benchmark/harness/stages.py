@@ -118,7 +118,7 @@ def stage_latents(ctx: DatasetContext) -> Optional[Path]:
 
     return build_latent_cache(ctx.dataset, split="train", resolution=ctx.exp.source.image_size,
                               autoencoder=ctx.autoencoder(), data_root=ctx.exp.data_dir(),
-                              cache_dir=ctx.results_dir / "cache" / "latents", device=ctx.device, progress=ctx.progress)
+                              cache_dir=ctx.results_dir.parent / "cache" / "latents", device=ctx.device, progress=ctx.progress)
 
 
 def stage_finetune(ctx: DatasetContext) -> Path:
@@ -143,7 +143,7 @@ def stage_finetune(ctx: DatasetContext) -> Path:
         image_size=ctx.exp.source.image_size,
         autoencoder=ctx.exp.autoencoder,
         data_root=ctx.exp.data_dir(),
-        latent_cache_dir=ctx.results_dir / "cache" / "latents",
+        latent_cache_dir=ctx.results_dir.parent / "cache" / "latents",
         wandb=ctx.exp.tracking.wandb.enabled and ctx.exp.tracking.wandb.mode != "disabled",
         progress=ctx.progress,
     )
@@ -204,6 +204,6 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
     log(f"{ctx.dataset}: evaluating {spec.method} w={spec.w:g} seed={spec.seed} on {n} images ({', '.join(e.metrics)})")
     result = evaluate_samples(folder.image_paths()[:n], ctx.dataset, e.metrics, ref_split=e.ref_split,
                               data_root=ctx.exp.data_dir(), batch_size=e.batch_size, device=ctx.device,
-                              cache_dir=ctx.results_dir / "cache" / "reference", progress=ctx.progress)
+                              cache_dir=ctx.results_dir.parent / "cache" / "reference", progress=ctx.progress)  # shared by experiments
     atomic_write_json(path, {"key": key, "metrics": result})
     return result
