@@ -102,10 +102,33 @@ def current_rows(exp: Experiment, runs):
     return runs[runs["config_hash"].astype(str) == expected]
 
 
+def sample_grid_figures(exp: Experiment, results_dir: Path, runs) -> dict:
+    """Per dataset, sample grids side by side: fine-tune only, and CFG and DoG each at its best guided w (w != 1;
+    the leaderboard may pick w = 1 when guidance does not help, which would show three identical grids)."""
+    from benchmark.harness.leaderboard import select_best
+    from benchmark.harness.plots import compose_sample_grids
+
+    candidates = runs[(runs["method"] == "none") | (runs["w"] != 1.0)]
+    best = select_best(candidates, exp.evaluation.select_by, shared_w1=False)
+    names = {"none": "fine-tune only", "cfg": "CFG", "dog": "DoG"}
+    figures = {}
+    for dataset in exp.datasets:
+        panels = {}
+        for _, row in best[best["dataset"] == dataset].iterrows():
+            grid = results_dir / dataset / "grids" / f"{row['method']}-w{row['w']:g}-seed{exp.seeds[0]}.png"
+            if grid.exists():
+                panels[f"{names[row['method']]} w={row['w']:g}"] = grid
+        if panels:
+            figures[f"samples_{dataset}"] = compose_sample_grids(
+                panels, results_dir / "plots" / f"samples_{dataset}.png",
+                title=f"{dataset}: fine-tune only, and each guidance at its best w > 1 ({exp.evaluation.select_by})")
+    return figures
+
+
 def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Optional[str]:
     """runs.csv (merged with earlier runs of this experiment), leaderboard.csv/.md, plots; returns the markdown."""
     from benchmark.harness.leaderboard import build_leaderboard, to_markdown, update_runs, write_leaderboard
-    from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w
+    from benchmark.harness.plots import plot_metrics_vs_w
 
     runs = update_runs(results_dir / "runs.csv", rows)
     runs = current_rows(exp, runs)
@@ -121,16 +144,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     atomic_write_text(results_dir / "leaderboard.md", f"# {exp.name}: each method at its best w "
                       f"(selected by {exp.evaluation.select_by})\n\n{markdown}\n")
     figures = {f"{m}_vs_w": p for m, p in plot_metrics_vs_w(runs, results_dir / "plots", shared_w1=shared_w1).items()}
-    for dataset in exp.datasets:  # sample grids of each method at its best w, side by side
-        best = board[board["dataset"] == dataset]
-        panels = {}
-        for _, row in best.iterrows():
-            grid = results_dir / dataset / "grids" / f"{row['method'] if row['w'] != 1.0 else 'none'}-w{row['w']:g}-seed{exp.seeds[0]}.png"
-            if grid.exists():
-                panels[f"{row['method']} w={row['w']:g}"] = grid
-        if panels:
-            figures[f"samples_{dataset}"] = compose_sample_grids(panels, results_dir / "plots" / f"samples_{dataset}.png",
-                                                                 title=f"{dataset}: each method at its best w")
+    figures.update(sample_grid_figures(exp, results_dir, runs))
     tracker.log_summary(board, runs, figures)
     return markdown
 
