@@ -122,6 +122,30 @@ def test_kill_in_any_stage_then_rerun_gives_the_same_leaderboard(experiment, mon
     pd.testing.assert_frame_equal(pd.read_csv(killed / "tiny" / "leaderboard.csv"), reference)
 
 
+@pytest.mark.slow
+def test_latent_space_pipeline_with_a_tiny_vae(experiment, tiny_vae_dir):
+    """The paper's path (VAE latents, cached encodings, decode before evaluation) with a tiny random AutoencoderKL
+    standing in for sd-vae-ft-ema (2x downsampling, 4 latent channels)."""
+    path, results = experiment
+    config = yaml.safe_load(path.read_text())
+    torch.manual_seed(0)
+    source = DiT(**tiny_dit_config(in_channels=4, input_size=8))
+    export_checkpoint(source, path.parent / "latent_source.pt", autoencoder=str(tiny_vae_dir))
+    config.update(autoencoder=str(tiny_vae_dir), name="tiny-latent")
+    config["source"].update(checkpoint=str(path.parent / "latent_source.pt"), image_size=16,
+                            model=tiny_dit_config(in_channels=4, input_size=8))
+    config["sampling"]["guided_channels"] = 3
+    config["sampling"]["clip_denoised"] = False
+    path.write_text(yaml.safe_dump(config))
+    assert run(path, results) == 0
+    out = results / "tiny-latent"
+    assert list((results / "cache" / "latents").rglob("*")), "the latent cache was built"
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 3 and runs["fd_effnet"].notna().all()
+    with Image.open(next((out / "folder" / "samples").rglob("*.png"))) as image:
+        assert image.size == (16, 16)  # decoded back to pixels
+
+
 def test_two_optuna_workers_share_one_study(experiment):
     """Two `dogbench sweep` processes on one SQLite storage: the trial budget is shared, no trial is lost or left
     running, low-fidelity pruning runs, and the best w lands in sweeps.csv and the leaderboard's runs."""

@@ -89,10 +89,10 @@ class DatasetContext:
         return self._models[which]
 
     def latent_size(self) -> int:
-        return self.exp.source.image_size // (1 if self.exp.autoencoder == "identity" else 8)
+        return self.exp.source.image_size // self.autoencoder().downsample
 
     def latent_channels(self) -> int:
-        return 3 if self.exp.autoencoder == "identity" else 4
+        return self.autoencoder().latent_channels()
 
     def autoencoder(self):
         from benchmark.models import load_autoencoder
