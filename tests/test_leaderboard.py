@@ -118,7 +118,8 @@ def test_runs_csv_write_update_read(tmp_path):
     assert back.loc[back["w"] == 1.5, "fid"].tolist() == [8.5, 8.0]
     assert back["git_commit"].tolist()[1] == "abc" and pd.isna(back["fd_dinov2"]).all()
     pd.testing.assert_frame_equal(back, lb.runs_frame(updated), check_dtype=False)
-    assert [p.name for p in path.parent.iterdir()] == ["runs.csv"]  # no temporary file left
+    # no temporary file left (the lock file that serialises concurrent writers stays, empty, by design)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["runs.csv", "runs.csv.lock"]
     assert len(lb.read_runs(tmp_path / "missing.csv")) == 0
 
 
