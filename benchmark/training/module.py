@@ -60,7 +60,8 @@ class DiffusionTrainer(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        # the fused CUDA kernel: one launch per step instead of several per parameter tensor (same arithmetic)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=self.device.type == "cuda")
 
     def _forward_fp32(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         # the loss (VB term: logs and exps of variances) in fp32 even when the network runs in bf16
