@@ -102,3 +102,19 @@ def test_wandb_failure_is_one_warning_line(no_credentials, tmp_path, monkeypatch
 def test_run_names():
     assert tracking.run_name("cub100-32", "dog", 1.5) == "cub100-32-dog-w1.5"
     assert tracking.run_name("cub100-32", "none", 1.0, seed=2) == "cub100-32-none-w1-s2"
+
+
+def test_tables_get_one_type_per_column():
+    """A runs table merged from CSV rows and fresh rows can mix ints, floats and strings in a column."""
+    import pandas as pd
+
+    from benchmark.harness.tracking import _plain
+
+    df = pd.DataFrame({"n": pd.Series([500, 500.0, None], dtype=object), "sha": ["", None, "abc"],
+                       "seeds": pd.array([3, None, 1], dtype="Int64")})
+    plain = _plain(df)
+    assert plain["n"].tolist() == [500.0, 500.0, None] and plain["sha"].tolist() == ["", None, "abc"]
+    assert plain["seeds"].tolist() == [3.0, None, 1.0]
+    import wandb
+
+    wandb.Table(dataframe=plain)  # accepted

@@ -71,8 +71,19 @@ def run_name(dataset: str, method: str, w: float, seed: Optional[int] = None) ->
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """NaN/NA -> None, so that wandb.Table stores empty cells rather than failing on pandas' NA."""
-    return df.astype(object).where(df.notna(), None)
+    """One Python type per column (float for numbers, str otherwise) and None for NaN/NA: wandb.Table infers a
+    column's type from its first row and rejects a later row of another type (e.g. an int after a float, which a
+    runs table merged from CSV rows and fresh rows can hold)."""
+    out = pd.DataFrame(index=df.index)
+    for column in df.columns:
+        values = df[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if values.notna().sum() and numeric.notna().sum() == values.notna().sum():
+            cells = [None if pd.isna(v) else float(v) for v in numeric]
+        else:
+            cells = [None if pd.isna(v) else str(v) for v in values]
+        out[column] = pd.Series(cells, index=df.index, dtype=object)
+    return out
 
 
 class NullTracker:
