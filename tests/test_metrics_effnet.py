@@ -84,16 +84,16 @@ def test_fd_effnet_separates_datasets():
     from benchmark.metrics.effnet import effnet_input_size, effnet_network
 
     net = effnet_network(effnet_input_size(32))
-    n = 500
+    n = 1500
     feats = {key: extract_features(net, shared_images(*key, n), batch_size=100, device="cpu", progress=False)
              for key in (("caltech101-32", "train"), ("caltech101-32", "test"), ("cifar10-32", "test"))}
     train, test, cifar = feats["caltech101-32", "train"], feats["caltech101-32", "test"], feats["cifar10-32", "test"]
     within = frechet_distance_from_features(train, test)
     across = frechet_distance_from_features(train, cifar)
-    # With 500 images in 1280 dimensions the FD is dominated by its finite-sample bias (~320, about the same for both
-    # pairs; measured within 327 vs across 491 at n=500, 195 vs 377 at n=1000: the gap stays ~170 while the bias
-    # shrinks like 1/n), so at this n the FD ratio is modest...
-    assert within > 0 and across > 1.3 * within, (within, across)
+    # In 1280 dimensions the FD carries a finite-sample bias that shrinks like 1/n and is about the same for both
+    # pairs (measured within/across: 327/491 at n=500, 195/377 at n=1000, 133/314 at n=1500), so the ratio needs
+    # n in the thousands to be large...
+    assert within > 0 and across > 2 * within, (within, across)
     # ...while the mean term, whose bias is only tr(cov)/n per set (~1.4), separates the datasets by an order of
     # magnitude (measured 2.3 vs 39.8)
     mean_within = float(((train.mean(0) - test.mean(0)) ** 2).sum())
