@@ -235,7 +235,8 @@ def print_table(r: dict) -> None:
         print(f"DoG {path}: {r[f'dog_{path}_tflops']:.1f} TFLOP/s" + (f", MFU {mfu:.1%}" if mfu else "")
               + f", DoG/CFG {r[f'dog_over_cfg_{path}']:.3f}")
     if r.get("paper_protocol_gpu_hours"):
-        print(f"paper protocol estimate (fast path): {r['paper_protocol_gpu_hours']:.1f} device-hours on this device")
+        print(f"paper protocol estimate with {r['model']} at these rates (fast path): "
+              f"{r['paper_protocol_gpu_hours']:.1f} device-hours on this device")
 
 
 def add_command(subparsers) -> None:
