@@ -12,7 +12,6 @@ normalisation happens after that.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmark.cli import UserError
-from benchmark.io import file_sha256
+from benchmark.io import cached_file_sha256
 
 CLEAN_RESIZE = "PIL bicubic, float32 per channel, straight to {size}x{size}, no crop, clip [0,255]"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -187,15 +186,8 @@ def full_fp32():
 
 
 def weights_sha256(path) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) so a 1.2 GB DINOv2 file is hashed once a process."""
-    path = Path(path).resolve()
-    st = path.stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+    """sha256 of a weights file, hashed once a process (a 1.2 GB DINOv2 file)."""
+    return cached_file_sha256(path)
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -10,20 +9,14 @@ from tqdm.auto import tqdm
 
 from benchmark.diffusion import create_diffusion
 from benchmark.guidance import DEFAULT_GUIDED_CHANNELS, GuidanceInterval, GuidedDenoiser, check_guidance_scale
-from benchmark.io import file_sha256
+from benchmark.io import cached_file_sha256
 from benchmark.models.dit import DiT
 from benchmark.sampling.sampler import Sampler
 from benchmark.sampling.writer import SampleFolder
 
 
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    return file_sha256(path)
-
-
 def checkpoint_sha256(path: str | os.PathLike) -> str:
-    st = os.stat(path)
-    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+    return cached_file_sha256(path)
 
 
 def compiled(model: DiT) -> DiT:

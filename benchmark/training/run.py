@@ -31,7 +31,7 @@ from typing import Any, Optional, Union
 import torch
 
 from benchmark.cli import UserError
-from benchmark.io import atomic_write_json, file_sha256, read_json
+from benchmark.io import atomic_write_json, cached_file_sha256, read_json
 
 EMA_FILE = "ema.pt"
 TRAINED_FILE = "trained.json"  # written when the run has reached its steps
@@ -361,7 +361,7 @@ def finetune(source: Union[str, os.PathLike], dataset: str, out_dir: Union[str, 
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
     num_classes = _dataset_classes(dataset, data_root)
     new = reheaded(pretrained, num_classes, seed=settings.seed)
-    metadata = {"source": str(path), "source_sha256": file_sha256(path), "source_num_classes": pretrained.num_classes}
+    metadata = {"source": str(path), "source_sha256": cached_file_sha256(path), "source_num_classes": pretrained.num_classes}
     return train(new, dataset, out_dir, settings, kind="finetune", autoencoder=autoencoder, resolution=resolution,
                  metadata=metadata, data_root=data_root, cache_dir=latent_cache_dir, max_images=max_images, devices=devices,
                  num_nodes=num_nodes, accelerator=accelerator, strategy=strategy, wandb=wandb,
