@@ -51,7 +51,7 @@ def run_row(ctx: DatasetContext, spec: RunSpec, result: dict, num_samples: int) 
         "num_samples": num_samples,
         "sampling_steps": ctx.exp.sampling.steps,
         "finetuned_sha256": checkpoint_sha256(ctx.finetuned_path),
-        "pretrained_sha256": checkpoint_sha256(ctx.model("pretrained").checkpoint_path) if spec.method == "dog" else "",
+        "pretrained_sha256": ctx.pretrained_sha256() if spec.method == "dog" else "",
         "feature_networks": nets,
         "preprocessing": prep,
         "experiment": ctx.exp.name,

@@ -74,6 +74,12 @@ class DatasetContext:
         path = resolve_path(self.exp.source.checkpoint)
         return str(path) if path.exists() else self.exp.source.checkpoint
 
+    def pretrained_sha256(self) -> str:
+        """The source checkpoint's hash, without loading the model (a finished sample set needs no model)."""
+        from benchmark.models import resolve_checkpoint
+
+        return checkpoint_sha256(resolve_checkpoint(self.source_checkpoint(), download=False))
+
     def model(self, which: str):
         """The fine-tuned ('finetuned') or pre-trained ('pretrained') DiT, loaded once."""
         from benchmark.models import load_dit
@@ -154,11 +160,11 @@ def stage_finetune(ctx: DatasetContext) -> Path:
 
 def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
     s = ctx.exp.sampling
-    interval = GuidanceInterval.parse(s.guidance_interval) if s.guidance_interval else None
     config = sampling_config(
         spec.method, spec.w, finetuned_sha256=checkpoint_sha256(ctx.finetuned_path),
-        pretrained_sha256=checkpoint_sha256(ctx.model("pretrained").checkpoint_path) if spec.method == "dog" else None,
-        steps=s.steps, seed=spec.seed, guided_channels=s.guided_channels, interval=interval,
+        pretrained_sha256=ctx.pretrained_sha256() if spec.method == "dog" else None,
+        steps=s.steps, seed=spec.seed, guided_channels=s.guided_channels,
+        interval=GuidanceInterval.parse(s.guidance_interval),
         clip_denoised=s.clip_denoised, autoencoder=ctx.exp.autoencoder, precision=sampling_precision(ctx.device))
     name = f"{config['method']}-w{config['w']:g}-seed{spec.seed}-{config_hash(config, 8)}"
     return SampleFolder(ctx.dir / "samples" / name, num_samples or s.num_samples, config)
@@ -177,10 +183,10 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
         folder.mark_complete()
         return folder
     s = ctx.exp.sampling
-    interval = GuidanceInterval.parse(s.guidance_interval) if s.guidance_interval else None
     pretrained = ctx.model("pretrained") if spec.method == "dog" else None
     sampler = build_sampler(spec.method, ctx.model("finetuned"), pretrained, spec.w, ctx.autoencoder(), steps=s.steps,
-                            seed=spec.seed, guided_channels=s.guided_channels, interval=interval,
+                            seed=spec.seed, guided_channels=s.guided_channels,
+                            interval=GuidanceInterval.parse(s.guidance_interval),
                             clip_denoised=s.clip_denoised, device=ctx.device, precision=sampling_precision(ctx.device))
     log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
     generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
