@@ -9,7 +9,6 @@ Writes ``results/perf/perf-<device>-<time>.json``. A measurement, not a test: ru
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from contextlib import nullcontext

@@ -754,7 +754,7 @@ def check_storage_url(url: str, timeout_s: float = 5.0) -> None:
             raise ConfigError(f"sweep.storage: cannot create {target} ({existing} is not a writable directory); pick a writable path")
         return
     if dialect == "postgres":
-        raise ConfigError(f"sweep.storage scheme 'postgres://' is not understood by SQLAlchemy; write postgresql://...")
+        raise ConfigError("sweep.storage scheme 'postgres://' is not understood by SQLAlchemy; write postgresql://...")
     if dialect not in ("postgresql", "mysql", "mariadb"):
         raise ConfigError(f"sweep.storage={_mask_url(url)!r}: unsupported scheme {scheme!r}; use sqlite:///FILE, "
                           f"postgresql://USER@HOST/DB or mysql://USER@HOST/DB (or null for a local sqlite file)")
