@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Annotated, Callable, Optional, Sequence
 
 import torch
+from pydantic import BeforeValidator
 from torch import Tensor, nn
 
 W_MIN, W_MAX = 0.0, 20.0
+W_DECIMALS = 4  # w is rounded to this many decimals, so 1.0 + 3 * 0.1 is exactly 1.3 everywhere
 DEFAULT_GUIDED_CHANNELS = 3  # the DiT reference's choice: paper numbers are comparable only with it
 METHODS = ("none", "cfg", "dog")
 
@@ -36,13 +38,23 @@ def check_guidance_scale(w: float) -> float:
     return w
 
 
+def _scale(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"guidance scale w={value!r} is not a number; use a value in [{W_MIN}, {W_MAX}], e.g. 1.5")
+    return round(check_guidance_scale(value), W_DECIMALS)
+
+
+# A validated, rounded guidance scale: the type of every w a user gives (experiment grids, --w). It is checked
+# there, once; the arithmetic below trusts it.
+GuidanceScale = Annotated[float, BeforeValidator(_scale)]
+
+
 def guide(eps_cond: Tensor, eps_guide: Tensor, w: float, guided_channels: Optional[int] = DEFAULT_GUIDED_CHANNELS) -> Tensor:
     """eps_cond + (w - 1) * (eps_cond - eps_guide) on the first ``guided_channels`` channels (dim 1).
 
     Channels past ``guided_channels`` (and any channels ``eps_guide`` lacks, such as learned variance)
     are taken from ``eps_cond`` unchanged.
     """
-    w = check_guidance_scale(w)
     if w == 1.0:
         return eps_cond
     n = eps_guide.shape[1] if guided_channels is None else min(guided_channels, eps_guide.shape[1])
@@ -69,17 +81,21 @@ class GuidanceInterval:
     high: float
 
     def __post_init__(self):
-        if not (0 <= self.low <= self.high):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and 0 <= self.low <= self.high):
             raise ValueError(f"guidance interval [{self.low}, {self.high}] is empty or negative; pass LOW,HIGH with 0 <= LOW <= HIGH")
 
     @classmethod
     def parse(cls, text: Optional[str | Sequence[float]]) -> Optional["GuidanceInterval"]:
-        if text is None or text == "":
+        """From ``"LOW,HIGH"`` or ``[low, high]``; None / "" / "none" mean no interval."""
+        if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none", "null")):
             return None
-        parts = text.split(",") if isinstance(text, str) else list(text)
-        if len(parts) != 2:
-            raise ValueError(f"guidance interval {text!r} must be two numbers LOW,HIGH (timesteps 0..999), e.g. 0,700")
-        return cls(float(parts[0]), float(parts[1]))
+        parts = text.split(",") if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
+        try:
+            low, high = (float(p) for p in parts)
+        except (TypeError, ValueError):
+            raise ValueError(f"guidance interval {text!r} must be two numbers LOW,HIGH (timesteps 0..999), "
+                             f"e.g. 0,700") from None
+        return cls(low, high)
 
     def mask(self, t: Tensor) -> Tensor:
         return (t >= self.low) & (t <= self.high)
@@ -106,7 +122,7 @@ class GuidedDenoiser(nn.Module):
         super().__init__()
         self.model = model
         self.guide_model = guide_model
-        self.w = check_guidance_scale(w)
+        self.w = float(w)
         self.guide_null_label = guide_null_label
         self.guided_channels = guided_channels
         self.interval = interval

@@ -1,27 +1,98 @@
-"""``dogbench perf``: throughput of the benchmark's GPU work on this machine, reference path against fast path.
+"""``dogbench perf``: throughput of the code that ships, on this machine.
 
-Random weights of the real architectures (speed does not depend on the weights). For each piece of work it times
-the reference-equivalent path (fp32/TF32, eager, DoG's two models called one after the other) and the fast path
-(bf16 autocast, torch.compile, fused AdamW), and reports img/s, achieved TFLOP/s, MFU against the device's bf16
-peak, and DoG/CFG. Sampling is timed over a few denoising steps after warm-up and reported at 50 steps.
-Writes ``results/perf/perf-<device>-<time>.json``. A measurement, not a test: run it on the machine you care about.
+Random weights of the real architectures (speed does not depend on the weights), run through the same functions
+``dogbench run`` calls:
+
+- sampling: the ``Sampler`` from ``build_sampler`` (per-sample noise from (seed, i), the guided denoiser, the
+  respaced diffusion, the autoencoder's decoder), for none / CFG / DoG. The denoising loop is timed at two step
+  counts and the rate at ``report_steps`` (50) comes from the straight line through them, so a GPU check does not
+  spend minutes per point; decoding is timed once per batch and added;
+- writing: ``SampleFolder.write`` of a batch of PNGs (what the writer thread overlaps with sampling);
+- fine-tuning: optimizer steps of the real Lightning training step (``DiffusionTrainer``: label dropout, the loss,
+  AdamW, the EMA update) through ``lightning_trainer``, on in-memory pre-encoded latents;
+- features: ``feature_statistics`` (PIL decode, clean resize, the network, the streaming statistics).
+
+Each measured configuration is one row of the JSON record (``results/perf/perf-<device>-<time>.json``): the work,
+method, path (``reference`` = the DiT reference code's numerics: fp32 weights, TF32, eager; ``fast`` = bf16
+autocast and, on CUDA, torch.compile), batch, img/s and, where the FLOPs are known, TFLOP/s and MFU against the
+device's dense bf16 peak. A measurement, not a test: run it on the machine you care about.
 """
 from __future__ import annotations
 
-import argparse
 import platform
+import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
+import lightning as L
+import numpy as np
 import torch
+from diffusers import AutoencoderKL
+from pydantic import Field, field_validator
 
 from benchmark.io import atomic_write_json, results_root
+from benchmark.metrics.effnet import EfficientNetLite0
+from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, feature_statistics, state_dict_sha256
+from benchmark.metrics.inception import FIDInceptionV3
+from benchmark.models import KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
+from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler
+from benchmark.settings import Count, Settings
+from benchmark.training.module import DiffusionTrainer
+from benchmark.training.run import lightning_trainer
+from benchmark.training.settings import LaunchSettings
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, for MFU. NOTES.md measured ~790 on an H200.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "RTX 4090": 165.0}
 PAPER = dict(datasets=7, finetune_steps=24_000, finetune_batch=32, guided_sets=2 * 15, unguided_sets=1, samples=10_000)
+PATHS = {"reference": ("tf32", False), "fast": ("bf16", True)}  # path -> (precision, torch.compile on CUDA)
+FORWARDS_PER_STEP = {"none": 1, "cfg": 2, "dog": 2}
+GUIDED_W = 1.5
+
+
+class PerfSettings(Settings):
+    """What ``dogbench perf`` measures; ``none`` = chosen for the device (the paper's sizes on CUDA, small on CPU)."""
+
+    model: Optional[str] = Field(None, json_schema_extra={"null_word": "auto"})
+    """DiT config with random weights (auto: DiT-XL/2 on CUDA, DiT-S/4 on CPU)"""
+    image_size: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """image side in pixels (auto: 256 on CUDA, 64 on CPU)"""
+    in_channels: Literal[3, 4] = 4
+    """4 = SD-VAE latents, 3 = pixel space"""
+    num_classes: Count = 101
+    """classes of the fine-tuned model"""
+    batch_size: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """sampling batch in images (auto: 256 on CUDA, 4 on CPU)"""
+    train_batch_size: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """fine-tuning batch in images (auto: 32 on CUDA, 4 on CPU)"""
+    feature_images: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """images per feature-network measurement (auto: 2048 on CUDA, 8 on CPU)"""
+    timed_steps: list[Count] = [2, 6]
+    """two sampler step counts timed; the rate at report_steps comes from the line through them"""
+    report_steps: Count = 50
+    """sampling steps the sampling rates are reported at (the protocol's 50)"""
+    train_steps: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """optimizer steps timed after warm-up (auto: 20 on CUDA, 3 on CPU)"""
+    repeat: Optional[Count] = Field(None, json_schema_extra={"null_word": "auto"})
+    """timed repetitions, median (auto: 3 on CUDA, 1 on CPU)"""
+    paths: list[Literal["reference", "fast"]] = ["reference", "fast"]
+    """reference = fp32 weights with TF32, eager; fast = bf16 autocast, torch.compile on CUDA"""
+    skip: list[Literal["sampling", "decode", "png", "training", "features"]] = []
+    """work not to measure"""
+
+    @field_validator("timed_steps")
+    @classmethod
+    def _two_counts(cls, value: list) -> list:
+        if len(value) != 2 or not 2 <= value[0] < value[1]:
+            raise ValueError(f"must be two increasing step counts >= 2, e.g. 2,6; got {value}")
+        return value
+
+    def resolved(self, device: torch.device) -> "PerfSettings":
+        cuda = device.type == "cuda"
+        auto = dict(model="DiT-XL/2" if cuda else "DiT-S/4", image_size=256 if cuda else 64,
+                    batch_size=256 if cuda else 4, train_batch_size=32 if cuda else 4,
+                    feature_images=2048 if cuda else 8, train_steps=20 if cuda else 3, repeat=3 if cuda else 1)
+        return self.replaced(**{k: v for k, v in auto.items() if getattr(self, k) is None})
 
 
 def device_name(device: torch.device) -> str:
@@ -53,224 +124,193 @@ def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 1, rep
     return sorted(times)[len(times) // 2]
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on GPUs only: CPUs without bf16 matrix units run it slower than fp32."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext()
-
-
-def build_models(args, device):
-    from benchmark.models import build_dit
-
+def random_dit(cfg: PerfSettings, latent: int, num_classes: int):
     torch.manual_seed(0)
-    latent = args.image_size // (8 if args.in_channels == 4 else 1)
-    make = lambda k: build_dit(args.model, input_size=latent, in_channels=args.in_channels, num_classes=k).to(device)  # noqa: E731
-    finetuned, pretrained = make(args.num_classes), make(1000)
-    for m in (finetuned, pretrained):  # adaLN-Zero starts as the identity: give every layer real work
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.02)
-    return finetuned.eval().requires_grad_(False), pretrained.eval().requires_grad_(False), latent
+    model = build_dit(cfg.model, input_size=latent, in_channels=cfg.in_channels, num_classes=num_classes)
+    with torch.no_grad():  # adaLN-Zero starts as the identity: give every layer real work
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    return model
 
 
-def sampling_rate(args, device, method: str, fast: bool, finetuned, pretrained, latent) -> float:
-    """Images per second of 50-step guided sampling (no decode), from the time of a few steps."""
-    from benchmark.diffusion import create_diffusion
-    from benchmark.sampling.generate import make_denoiser
-
-    ft, pre = finetuned, pretrained
-    if fast and args.compile:
-        ft, pre = torch.compile(finetuned), torch.compile(pretrained)
-    denoiser = make_denoiser(method, ft, pre, 1.5)
-    diffusion = create_diffusion("50")
-    B = args.batch_size
-    x = torch.randn(B, args.in_channels, latent, latent, device=device)
-    y = torch.randint(0, args.num_classes, (B,), device=device)
-    noise = torch.randn_like(x)
-
-    def steps():
-        z = x
-        for i in range(args.measure_steps):
-            t = torch.full((B,), 49 - i, device=device, dtype=torch.long)
-            with torch.no_grad(), autocast(device, fast):
-                out = diffusion.p_sample(lambda a, b, **kw: denoiser(a, b, **kw).float(), z, t, clip_denoised=False,
-                                         model_kwargs={"y": y}, noise=noise)
-            z = out["sample"]
-        return z
-
-    seconds = time_it(steps, device, warmup=2 if fast and args.compile else 1, repeat=args.repeat)
-    return B / (seconds / args.measure_steps * 50)
-
-
-def finetune_rate(args, device, fast: bool, finetuned, latent) -> float:
-    from benchmark.diffusion import create_diffusion
-    from benchmark.models import reheaded
-
-    model = reheaded(finetuned, args.num_classes).to(device).train()
-    step_model = torch.compile(model) if fast and args.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=fast and device.type == "cuda")
-    diffusion = create_diffusion()
-    B = args.train_batch_size
-    x = torch.randn(B, args.in_channels, latent, latent, device=device)
-    y = torch.randint(0, args.num_classes, (B,), device=device)
-
-    def step():
-        t = torch.randint(0, 1000, (B,), device=device)
-        with autocast(device, fast):
-            loss = diffusion.training_losses(step_model, x, t, {"y": y})["loss"].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return B / time_it(step, device, warmup=3 if fast and args.compile else 1, repeat=args.repeat)
-
-
-def decode_rate(args, device, fast: bool) -> Optional[float]:
-    if args.in_channels != 4:
-        return None
-    from diffusers import AutoencoderKL
-
+def random_autoencoder(cfg: PerfSettings):
+    if cfg.in_channels != 4:
+        return IdentityAutoencoder()
+    torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=args.image_size).to(device).eval()
-    z = torch.randn(args.decode_batch_size, 4, args.image_size // 8, args.image_size // 8, device=device)
-
-    def decode():
-        with torch.no_grad(), autocast(device, fast):
-            vae.decode(z / 0.18215)
-
-    return args.decode_batch_size / time_it(decode, device, repeat=args.repeat)
+                        sample_size=cfg.image_size)  # the sd-vae-ft-ema architecture
+    return KLAutoencoder(vae, name="sd-vae-ft-ema (random weights)")
 
 
-def feature_rate(args, device, which: str, fast: bool) -> Optional[float]:
-    if which == "inception":
-        from benchmark.metrics.inception import FIDInceptionV3
-
-        net, size = FIDInceptionV3(), 299
-    elif which == "effnet":
-        from benchmark.metrics.effnet import EfficientNetLite0
-
-        net, size = EfficientNetLite0(), 224
-    else:
-        return None
-    net = net.to(device).eval()
-    x = torch.rand(args.feature_batch_size, 3, size, size, device=device)
-
-    def run():
-        with torch.no_grad(), autocast(device, fast):
-            net(x)
-
-    return args.feature_batch_size / time_it(run, device, repeat=args.repeat)
+def _rate_row(work: str, images: int, seconds: float, **fields) -> dict:
+    return {"work": work, **fields, "images": images, "seconds": round(seconds, 6), "img_per_s": images / seconds}
 
 
-def paper_protocol_hours(r: dict) -> Optional[float]:
-    """GPU-hours of the paper protocol (7 datasets: fine-tune, 15 w x 2 methods + fine-tune only, 10k samples,
-    decode, both feature networks) from the measured fast-path rates."""
-    need = ("finetune_fast", "dog_fast", "cfg_fast", "none_fast")
-    if any(r.get(k) is None for k in need):
+def _with_flops(row: dict, flops_per_image: float, peak: Optional[float]) -> dict:
+    tflops = row["img_per_s"] * flops_per_image / 1e12
+    return {**row, "tflops": tflops, "mfu": tflops / peak if peak else None}
+
+
+def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: Optional[float]) -> list[dict]:
+    latent = cfg.image_size // (8 if cfg.in_channels == 4 else 1)
+    finetuned, pretrained = random_dit(cfg, latent, cfg.num_classes), random_dit(cfg, latent, 1000)
+    autoencoder = random_autoencoder(cfg)
+    batch = list(range(cfg.batch_size))
+    rows = []
+    for path in cfg.paths:
+        precision, compile_on_cuda = PATHS[path]
+        settings = SamplingSettings(precision=precision, decode_precision=precision, batch_size=cfg.batch_size,
+                                    compile=compile_on_cuda and device.type == "cuda", guided_channels=3)
+        decode_s = None
+        for method in ("dog", "cfg", "none"):
+            print(f"timing {method} sampling ({path}) ...", flush=True)
+            seconds = []
+            for steps in cfg.timed_steps:
+                sampler = build_sampler(settings.replaced(steps=steps), method, GUIDED_W, 0, finetuned, pretrained,
+                                        autoencoder, device)
+                seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
+            (s1, s2), (t1, t2) = cfg.timed_steps, seconds
+            per_step = (t2 - t1) / (s2 - s1)
+            loop_s = t1 + per_step * (cfg.report_steps - s1)
+            if decode_s is None and "decode" not in cfg.skip:
+                z, _ = sampler.sample_latents(batch)
+                decode_s = time_it(lambda: sampler.decode(z), device, warmup=1, repeat=cfg.repeat)
+                rows.append(_rate_row("decode", len(batch), decode_s, path=path, precision=precision))
+            row = _rate_row("sampling", len(batch), loop_s + (decode_s or 0.0), method=method, path=path,
+                            precision=precision, compile=settings.compiled_on(device.type), steps=cfg.report_steps,
+                            timed_steps=list(cfg.timed_steps), timed_seconds=seconds, decode_included=decode_s is not None)
+            rows.append(_with_flops(row, FORWARDS_PER_STEP[method] * cfg.report_steps * fwd_flops, peak))
+        by = {r["method"]: r["img_per_s"] for r in rows if r["work"] == "sampling" and r["path"] == path}
+        rows.append({"work": "ratio", "what": "dog/cfg sampling rate", "path": path, "value": by["dog"] / by["cfg"]})
+    if "png" not in cfg.skip:
+        images = np.random.default_rng(0).integers(0, 256, (len(batch), cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = SampleFolder(tmp, len(batch), {}).open()
+            seconds = time_it(lambda: folder.write(batch, images), torch.device("cpu"), warmup=1, repeat=cfg.repeat)
+        rows.append(_rate_row("png", len(batch), seconds))
+    return rows
+
+
+class StepTimer(L.Callback):
+    """Wall time of every optimizer step (synchronised with the device)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.times, self._start = device, [], 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        synchronize(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def training_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: Optional[float]) -> list[dict]:
+    latent = cfg.image_size // (8 if cfg.in_channels == 4 else 1)
+    B, n = cfg.train_batch_size, cfg.train_batch_size * 4
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.randn(n, cfg.in_channels, latent, latent, generator=g), torch.rand(n, cfg.in_channels, latent, latent, generator=g)
+    labels = torch.randint(0, cfg.num_classes, (n,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(mean, std, labels), batch_size=B, shuffle=True,
+                                         drop_last=True)
+    rows = []
+    warmup = 2
+    for path in cfg.paths:
+        precision = PATHS[path][0]
+        print(f"timing fine-tuning steps ({path}) ...", flush=True)
+        model = reheaded(random_dit(cfg, latent, 1000), cfg.num_classes, seed=0)
+        module = DiffusionTrainer(model, global_batch_size=B)
+        timer = StepTimer(device)
+        launch = LaunchSettings(devices=1, accelerator="gpu" if device.type == "cuda" else "cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = lightning_trainer(launch, precision if device.type == "cuda" else "fp32",
+                                        max_steps=warmup + cfg.train_steps, progress=False, out_dir=Path(tmp),
+                                        callbacks=[timer])
+            trainer.fit(module, train_dataloaders=loader)
+        seconds = float(np.median(timer.times[warmup:]))
+        row = _rate_row("finetune_step", B, seconds, path=path, precision=precision,
+                        includes="label dropout, DiT loss (MSE + VB), AdamW, EMA update; pre-encoded latents")
+        rows.append(_with_flops(row, 3 * fwd_flops, peak))
+    return rows
+
+
+def feature_rows(cfg: PerfSettings, device: torch.device) -> list[dict]:
+    images = np.random.default_rng(0).integers(0, 256, (cfg.feature_images, cfg.image_size, cfg.image_size, 3),
+                                               dtype=np.uint8)
+    rows = []
+    for name, module, size, dim in (("inception_v3_fid", FIDInceptionV3(), 299, 2048),
+                                    ("efficientnet_lite0", EfficientNetLite0(), 224, 1280)):
+        print(f"timing {name} features ...", flush=True)
+        net = FeatureNetwork(name=name, dim=dim, module=module.eval(), preprocess=ResizePreprocess(size),
+                             weights_sha256=state_dict_sha256(module))
+        batch = min(256, cfg.feature_images)
+        seconds = time_it(lambda: feature_statistics(net, images, batch_size=batch, device=device, progress=False),
+                          device, warmup=1, repeat=cfg.repeat)
+        rows.append(_rate_row("features", len(images), seconds, network=name, precision="fp32 (TF32 off)",
+                              includes="PIL decode, clean resize, network, statistics"))
+    return rows
+
+
+def paper_protocol_hours(rows: list[dict]) -> Optional[float]:
+    """Device-hours of the paper protocol (7 datasets: fine-tune, 15 w x 2 methods + fine-tune only, 10k samples
+    each, decoded, both feature networks) from the measured fast-path rates."""
+    rate = {(r["work"], r.get("method") or r.get("network")): r["img_per_s"] for r in rows
+            if r.get("path", "fast") == "fast" and "img_per_s" in r}
+    need = [("finetune_step", None), ("sampling", "dog"), ("sampling", "cfg"), ("sampling", "none")]
+    if any(k not in rate for k in need):
         return None
     p = PAPER
-    seconds = p["datasets"] * p["finetune_steps"] * p["finetune_batch"] / r["finetune_fast"]
-    per_set = p["samples"] * (1 / (0.5 * (r["dog_fast"] + r["cfg_fast"])))
-    sets = p["guided_sets"]
-    seconds += p["datasets"] * (sets * per_set + p["samples"] / r["none_fast"])
-    n_images = p["datasets"] * (sets + 1) * p["samples"]
-    for key in ("decode_fast", "inception_fast", "dinov2_fast"):
-        if r.get(key):
-            seconds += n_images / r[key]
+    seconds = p["datasets"] * p["finetune_steps"] * p["finetune_batch"] / rate[("finetune_step", None)]
+    per_guided_set = p["samples"] / (0.5 * (rate[("sampling", "dog")] + rate[("sampling", "cfg")]))
+    seconds += p["datasets"] * (p["guided_sets"] * per_guided_set + p["samples"] / rate[("sampling", "none")])
+    n_images = p["datasets"] * (p["guided_sets"] + 1) * p["samples"]
+    for network in ("inception_v3_fid",):
+        if ("features", network) in rate:
+            seconds += n_images / rate[("features", network)]
     return seconds / 3600
 
 
-def run_perf(args) -> dict:
-    from benchmark.models import dit_config, dit_flops_per_forward
-
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # the reference numbers are TF32
-        torch.backends.cudnn.allow_tf32 = True
+def run_perf(settings: PerfSettings, device: torch.device) -> dict:
+    cfg = settings.resolved(device)
     name = device_name(device)
-    finetuned, pretrained, latent = build_models(args, device)
-    config = dit_config(args.model, input_size=latent, in_channels=args.in_channels)
-    fwd_flops = dit_flops_per_forward({**config, "learn_sigma": True})
-    results: dict = {"device": name, "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size,
-                     "torch": torch.__version__, "compile": args.compile, "gflops_per_forward": fwd_flops / 1e9}
-    paths = {"reference": False, "fast": True}
-    for method in ("dog", "cfg", "none"):
-        for path, fast in paths.items():
-            key = f"{method}_{path}"
-            print(f"timing {key} sampling ...", flush=True)
-            results[key] = sampling_rate(args, device, method, fast, finetuned, pretrained, latent)
-    for path, fast in paths.items():
-        print(f"timing fine-tuning ({path}) ...", flush=True)
-        results[f"finetune_{path}"] = finetune_rate(args, device, fast, finetuned, latent)
-        if not args.skip_decode:
-            results[f"decode_{path}"] = decode_rate(args, device, fast)
-        for net in ("inception", "effnet"):
-            if not args.skip_features:
-                results[f"{net}_{path}"] = feature_rate(args, device, net, fast=False)  # features stay fp32
+    latent = cfg.image_size // (8 if cfg.in_channels == 4 else 1)
+    fwd_flops = dit_flops_per_forward({**build_dit(cfg.model, input_size=latent, in_channels=cfg.in_channels,
+                                                   num_classes=cfg.num_classes).config})
     peak = peak_tflops(name)
-    for path in paths:
-        guided_tflops = results[f"dog_{path}"] * 100 * fwd_flops / 1e12  # 50 steps x 2 forwards
-        results[f"dog_{path}_tflops"] = guided_tflops
-        results[f"dog_{path}_mfu"] = guided_tflops / peak if peak else None
-        results[f"dog_over_cfg_{path}"] = results[f"dog_{path}"] / results[f"cfg_{path}"]
-    results["paper_protocol_gpu_hours"] = paper_protocol_hours(results)
-    return results
+    rows: list[dict] = []
+    if "sampling" not in cfg.skip:
+        rows += sampling_rows(cfg, device, fwd_flops, peak)
+    if "training" not in cfg.skip:
+        rows += training_rows(cfg, device, fwd_flops, peak)
+    if "features" not in cfg.skip:
+        rows += feature_rows(cfg, device)
+    return {"device": name, "torch": torch.__version__, "settings": cfg.to_dict(), "gflops_per_forward": fwd_flops / 1e9,
+            "bf16_peak_tflops": peak, "rows": rows, "paper_protocol_device_hours": paper_protocol_hours(rows),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def print_table(r: dict) -> None:
-    print(f"\n{r['device']}  {r['model']} @ {r['image_size']}px  batch {r['batch_size']}  "
-          f"({r['gflops_per_forward']:.1f} GFLOP per forward)")
-    print(f"{'work':<28}{'reference':>12}{'fast':>12}{'speed-up':>10}")
-    for key, label in [("dog", "DoG sampling, 50 steps"), ("cfg", "CFG sampling, 50 steps"), ("none", "fine-tune only, 50 steps"),
-                       ("finetune", "fine-tuning step"), ("decode", "VAE decode"), ("inception", "Inception-V3 features"),
-                       ("effnet", "EffNet-Lite0 features")]:
-        ref, fast = r.get(f"{key}_reference"), r.get(f"{key}_fast")
-        if ref is None and fast is None:
+def format_table(record: dict) -> str:
+    s = record["settings"]
+    lines = [f"{record['device']}  {s['model']} @ {s['image_size']}px  ({record['gflops_per_forward']:.1f} GFLOP "
+             f"per forward)", f"{'work':<34}{'path':>10}{'img/s':>12}{'TFLOP/s':>10}{'MFU':>8}"]
+    for r in record["rows"]:
+        if r["work"] == "ratio":
+            lines.append(f"{r['what']:<34}{r['path']:>10}{r['value']:>12.3f}")
             continue
-        ratio = f"{fast / ref:.2f}x" if ref and fast else ""
-        print(f"{label:<28}{ref or float('nan'):>10.2f}/s{fast or float('nan'):>10.2f}/s{ratio:>10}")
-    for path in ("reference", "fast"):
-        mfu = r.get(f"dog_{path}_mfu")
-        print(f"DoG {path}: {r[f'dog_{path}_tflops']:.1f} TFLOP/s" + (f", MFU {mfu:.1%}" if mfu else "")
-              + f", DoG/CFG {r[f'dog_over_cfg_{path}']:.3f}")
-    if r.get("paper_protocol_gpu_hours"):
-        print(f"paper protocol estimate with {r['model']} at these rates (fast path): "
-              f"{r['paper_protocol_gpu_hours']:.1f} device-hours on this device")
+        what = r["work"] + "".join(f" {r[k]}" for k in ("method", "network") if r.get(k))
+        tflops = f"{r['tflops']:.1f}" if r.get("tflops") is not None else ""
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else ""
+        lines.append(f"{what:<34}{r.get('path', ''):>10}{r['img_per_s']:>12.2f}{tflops:>10}{mfu:>8}")
+    if record.get("paper_protocol_device_hours"):
+        lines.append(f"paper protocol estimate at the fast-path rates: {record['paper_protocol_device_hours']:.1f} "
+                     f"device-hours on this device (with {s['model']})")
+    return "\n".join(lines)
 
 
-def add_command(subparsers) -> None:
-    cuda = torch.cuda.is_available()
-    p = subparsers.add_parser("perf", help="measure sampling / fine-tuning / decoding / feature throughput",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="cuda" if cuda else "cpu", help="torch device")
-    p.add_argument("--model", default="DiT-XL/2" if cuda else "DiT-S/4", help="DiT config (random weights)")
-    p.add_argument("--image-size", type=int, default=256 if cuda else 64, help="image side in pixels")
-    p.add_argument("--in-channels", type=int, default=4, help="4 = SD-VAE latents, 3 = pixel space")
-    p.add_argument("--num-classes", type=int, default=101, help="classes of the fine-tuned model")
-    p.add_argument("--batch-size", type=int, default=256 if cuda else 8, help="sampling batch (images)")
-    p.add_argument("--train-batch-size", type=int, default=32 if cuda else 8, help="fine-tuning batch (images)")
-    p.add_argument("--decode-batch-size", type=int, default=64 if cuda else 2, help="VAE decode batch")
-    p.add_argument("--feature-batch-size", type=int, default=256 if cuda else 4, help="feature network batch")
-    p.add_argument("--measure-steps", type=int, default=5 if cuda else 2, help="denoising steps timed (reported at 50)")
-    p.add_argument("--repeat", type=int, default=3 if cuda else 1, help="timed repetitions (median)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=cuda, help="torch.compile the fast path")
-    p.add_argument("--skip-decode", action="store_true", help="do not time the VAE")
-    p.add_argument("--skip-features", action="store_true", help="do not time the feature networks")
-    p.add_argument("--out", default=None, help="JSON path (default: results/perf/perf-<device>-<time>.json)")
-    p.set_defaults(func=perf_command)
-
-
-def perf_command(args) -> int:
-    results = run_perf(args)
-    print_table(results)
-    slug = "".join(c if c.isalnum() else "-" for c in results["device"]).strip("-").lower()[:40]
-    out = Path(args.out) if args.out else results_root() / "perf" / f"perf-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    atomic_write_json(out, results)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    from benchmark.cli import main
-
-    raise SystemExit(main(["perf", *__import__("sys").argv[1:]]))
+def write_record(record: dict, out: Optional[str | Path] = None) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in record["device"]).strip("-").lower()[:40]
+    path = Path(out) if out else results_root() / "perf" / f"perf-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_json(path, record)
+    return path

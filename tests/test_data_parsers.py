@@ -1,4 +1,4 @@
-"""Each official layout read from a miniature copy written in that layout (benchmark.data.miniature)."""
+"""Each official layout read from a miniature copy written in that layout (tests/miniature.py)."""
 import csv
 import os
 import shutil
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.cli import UserError
-from benchmark.data import DATASETS, add_dataset_arguments, dataset_names, get_dataset, train_transform
-from benchmark.data.miniature import class_color, write_image, write_miniature
+from benchmark.errors import UserError
+from benchmark.data import DATASETS, dataset_names, get_dataset, train_transform
+from miniature import class_color, write_image, write_miniature
 
 PAPER_SETS = ["food101", "sun397", "df20mini", "caltech101", "cub200", "artbench10", "stanford_cars"]
 
@@ -30,18 +30,6 @@ def test_registry_holds_the_seven_paper_sets_with_their_class_counts():
     assert "folder" in dataset_names()
     for spec in DATASETS.values():
         assert "\n" not in spec.layout and spec.layout
-
-
-def test_dataset_arguments_for_commands():
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_dataset_arguments(parser, default="caltech101-32")
-    args = parser.parse_args(["--data-root", "/d"])
-    assert (args.dataset, args.data_root) == ("caltech101-32", "/d")
-    assert parser.parse_args(["--dataset", "food101"]).dataset == "food101"
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--dataset", "imagenet"])
 
 
 @pytest.mark.parametrize("name", PAPER_SETS + ["folder"])

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.cli import build_parser, main
 from benchmark.data import DATASETS, downloads
-from benchmark.data.miniature import write_miniature
+from miniature import write_miniature
 from benchmark.data.prepare import verify
 from benchmark.io import REPO_ROOT
 

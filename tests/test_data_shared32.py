@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.data import ArrayImageDataset, get_dataset, to_tensor_pm1, train_transform
 from benchmark.io import REPO_ROOT
 

@@ -2,19 +2,19 @@
 import torch
 
 from benchmark.data import get_dataset
-from benchmark.harness.config import load_experiment, resolve_path
+from benchmark.harness.loading import load_experiment
 from benchmark.models import IdentityAutoencoder, load_dit
-from benchmark.sampling import build_sampler
+from benchmark.sampling import SamplingSettings, build_sampler
 
 
 def test_default_experiment_assets_are_present_and_load(tmp_path, one_thread):
     exp = load_experiment("default")
-    source = load_dit(resolve_path(exp.source.checkpoint), model=exp.source.model, num_classes=exp.source.num_classes,
+    source = load_dit(exp.source_checkpoint(), model=exp.source.model, num_classes=exp.source.num_classes,
                       input_size=exp.source.image_size, in_channels=3)
     assert source.checkpoint_meta["autoencoder"] == "identity" and source.checkpoint_meta["steps"] > 0
     for dataset in exp.datasets:  # found with an empty data root: the pack in benchmark/assets/data
         assert len(get_dataset(dataset, split="all", root=tmp_path)) > 0
     with torch.no_grad():  # the source model samples images (2 images, 3 steps: a smoke check, not a quality one)
-        images, labels = build_sampler("none", source, None, 1.0, IdentityAutoencoder(), steps=3,
-                                       clip_denoised=True).sample([0, 1])
+        settings = SamplingSettings(steps=3, clip_denoised=True)
+        images, labels = build_sampler(settings, "none", 1.0, 0, source, None, IdentityAutoencoder(), "cpu").sample([0, 1])
     assert images.shape == (2, 32, 32, 3) and images.std() > 0

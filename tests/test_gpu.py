@@ -2,10 +2,11 @@
 import pytest
 import torch
 
+from benchmark.devices import precision, tf32
 from benchmark.diffusion import create_diffusion
 from benchmark.models import build_dit
-from benchmark.sampling.generate import compiled, make_denoiser
-from benchmark.sampling.sampler import autocast_context
+from benchmark.sampling import SamplingSettings
+from benchmark.sampling.build import compiled, make_denoiser
 
 pytestmark = pytest.mark.gpu
 
@@ -26,13 +27,14 @@ def test_bf16_compiled_eps_matches_fp32_per_step(method):
     x = torch.randn(16, 4, 32, 32, device="cuda")
     y = torch.randint(0, 101, (16,), device="cuda")
     diffusion = create_diffusion("50")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    ref = make_denoiser(method, ft, pre, 1.5)
-    fast = make_denoiser(method, compiled(random_dit(101)), compiled(random_dit(1000)), 1.5)
+    settings = SamplingSettings()
+    ref = make_denoiser(method, 1.5, ft, pre, settings)
+    fast = make_denoiser(method, 1.5, compiled(random_dit(101)), compiled(random_dit(1000)), settings)
     for i in (49, 25, 0):
         t = torch.full((16,), diffusion.timestep_map[i], device="cuda")
         with torch.no_grad():
-            a = ref(x, t, y)[:, :4]
-            with autocast_context(torch.device("cuda"), "bf16"):
+            with tf32(False):
+                a = ref(x, t, y)[:, :4]
+            with precision("bf16", "cuda"):
                 b = fast(x, t, y)[:, :4].float()
         assert ((a - b).norm() / a.norm()).item() <= 1e-2

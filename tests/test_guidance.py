@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from benchmark.guidance import GuidanceInterval, GuidedDenoiser, cfg, check_guidance_scale, dog, guide
+from benchmark.errors import ConfigError
+from benchmark.guidance import GuidanceInterval, GuidedDenoiser, check_guidance_scale, dog, guide
+from benchmark.sampling.settings import SamplePoint
 
 
 def test_formulas():
@@ -12,7 +14,6 @@ def test_formulas():
     expected = cond[:, :3] + 0.5 * (cond[:, :3] - other[:, :3])
     assert torch.allclose(out[:, :3], expected)
     assert torch.equal(out[:, 3:], cond[:, 3:])  # 4th eps channel and the variance stay conditional
-    assert torch.equal(cfg(cond, other[:, :4], 2.0), dog(cond, other[:, :4], 2.0))  # same rule, other guide
     all_ch = guide(cond, other[:, :4], 2.0, guided_channels=None)
     assert torch.allclose(all_ch[:, :4], 2 * cond[:, :4] - other[:, :4]) and torch.equal(all_ch[:, 4:], cond[:, 4:])
 
@@ -75,5 +76,6 @@ def test_impossible_w_is_a_clear_error(bad):
     with pytest.raises(ValueError, match=r"\[0.0, 20.0\]") as e:
         check_guidance_scale(bad)
     assert "\n" not in str(e.value)
-    with pytest.raises(ValueError):
-        GuidedDenoiser(lambda *a: None, lambda *a: None, bad, 10)
+    # where a run is configured (a command's --w, an experiment's grid), the same check, once
+    with pytest.raises(ConfigError, match=r"w: guidance scale .* is outside \[0.0, 20.0\]|not a number"):
+        SamplePoint.parse({"w": bad})

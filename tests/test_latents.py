@@ -7,6 +7,7 @@ from PIL import Image
 
 from benchmark.cli import main
 from benchmark.data import get_dataset
+from benchmark.tracking import WandbSettings
 from benchmark.data.latents import LatentDataset, build_latent_cache, cache_for
 from benchmark.data.transforms import eval_transform
 from benchmark.models import IdentityAutoencoder, KLAutoencoder, load_autoencoder
@@ -143,7 +144,8 @@ def test_finetune_in_latent_space_trains_from_the_cache(images, vae_dir, tmp_pat
     export_checkpoint(source, tmp_path / "source.pt", autoencoder=str(vae_dir))
     settings = {"steps": 3, "global_batch_size": 4, "checkpoint_every": 3, "num_workers": 0}
     out = finetune(tmp_path / "source.pt", "folder", tmp_path / "run", settings, data_root=images.root,
-                   autoencoder=str(vae_dir), latent_cache_dir=tmp_path / "cache", wandb=False, progress=False)
+                   autoencoder=str(vae_dir), latent_cache_dir=tmp_path / "cache", wandb=WandbSettings(enabled=False),
+                   progress=False)
     (cache_root,) = (tmp_path / "cache").iterdir()
     assert cache_root.name.startswith("folder-train-16px-") and (cache_root / "manifest.json").is_file()
     model = load_dit(out)

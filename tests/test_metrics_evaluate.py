@@ -169,4 +169,4 @@ def test_cli_rejects_unknown_metrics_and_empty_dirs(tmp_path, capsys):
     assert main(["evaluate", "--samples", str(tmp_path / "empty"), "--dataset", "x", "--metrics", "fid"]) == 1
     assert "no *.png" in capsys.readouterr().err
     assert main(["evaluate", "--samples", str(tmp_path), "--dataset", "x", "--metrics", "fid,is"]) == 1
-    assert "unknown metric(s) is" in capsys.readouterr().err
+    assert "--metrics: unknown metric 'is'" in capsys.readouterr().err

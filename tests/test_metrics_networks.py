@@ -7,7 +7,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.io import file_sha256
 from benchmark.metrics import inception
 from benchmark.metrics.features import ResizePreprocess, clean_resize

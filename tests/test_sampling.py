@@ -5,8 +5,12 @@ from PIL import Image
 
 from benchmark.cli import main
 from benchmark.models import IdentityAutoencoder, export_checkpoint, reheaded
-from benchmark.sampling import SampleFolder, build_sampler, sample_inputs
+from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, sample_inputs
 from benchmark.sampling.writer import MANIFEST
+
+
+def sampler(method, ft, pre, w, steps=5, seed=0):
+    return build_sampler(SamplingSettings(steps=steps), method, w, seed, ft, pre, IdentityAutoencoder(), "cpu")
 
 
 def test_sample_inputs_do_not_depend_on_batching():
@@ -24,9 +28,9 @@ def test_batch_size_invariance(tiny_dit, method):
     ft = reheaded(tiny_dit, 3, seed=1)
     with torch.no_grad():
         ft.y_embedder.embedding_table.weight.normal_(0, 0.5)
-    sampler = build_sampler(method, ft, pre, 2.0, IdentityAutoencoder(), steps=5, seed=3)
-    whole, labels = sampler.sample(list(range(6)))
-    parts = [sampler.sample([i, i + 1])[0] for i in (0, 2, 4)]
+    made = sampler(method, ft, pre, 2.0, seed=3)
+    whole, labels = made.sample(list(range(6)))
+    parts = [made.sample([i, i + 1])[0] for i in (0, 2, 4)]
     assert whole.dtype == np.uint8 and whole.shape == (6, 8, 8, 3)
     np.testing.assert_array_equal(whole, np.concatenate(parts))
     assert set(labels.tolist()) <= {0, 1, 2}
@@ -36,10 +40,9 @@ def test_methods_differ_and_share_noise(tiny_dit):
     ft = reheaded(tiny_dit, 3, seed=1)
     with torch.no_grad():
         ft.y_embedder.embedding_table.weight.normal_(0, 0.5)
-    runs = {m: build_sampler(m, ft, tiny_dit, 2.0, IdentityAutoencoder(), steps=5).sample_latents([0, 1, 2])[0]
-            for m in ("none", "cfg", "dog")}
+    runs = {m: sampler(m, ft, tiny_dit, 2.0).sample_latents([0, 1, 2])[0] for m in ("none", "cfg", "dog")}
     assert not torch.allclose(runs["cfg"], runs["dog"]) and not torch.allclose(runs["none"], runs["dog"])
-    same = build_sampler("dog", ft, tiny_dit, 1.0, IdentityAutoencoder(), steps=5).sample_latents([0, 1, 2])[0]
+    same = sampler("dog", ft, tiny_dit, 1.0).sample_latents([0, 1, 2])[0]
     assert torch.equal(same, runs["none"])  # w = 1 is fine-tune only
 
 

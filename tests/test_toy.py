@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from benchmark.cli import main
+from benchmark.errors import ConfigError
 from benchmark.toy.data import GaussianMixture, grid_means, source_mixture, target_mixture
 from benchmark.toy.metrics import OOD_RADIUS, frechet_distance, out_of_domain_rate, toy_metrics
 from benchmark.toy.model import ToyDenoiser, reheaded_for_target
@@ -132,16 +134,26 @@ def test_cfg_and_dog_denoisers_use_their_own_guides():
 
 
 def test_config_rejects_bad_input_with_the_fix():
-    from benchmark.toy.experiment import ToyConfig
+    from benchmark.toy.settings import ToyConfig
 
-    with pytest.raises(ValueError, match="--plot-w 2.5 is not in --w-grid"):
-        ToyConfig(w_grid=(1.0, 2.0), plot_w=2.5).validate()
-    with pytest.raises(ValueError, match="guidance scale"):
-        ToyConfig(w_grid=(1.0, -3.0)).validate()
-    with pytest.raises(ValueError, match="--field-t"):
-        ToyConfig(field_ts=(1000,)).validate()
-    with pytest.raises(ValueError, match="--sampler-variance"):
-        ToyConfig(sampler_variance="learned").validate()
+    def error(**values):
+        with pytest.raises(ConfigError) as info:
+            ToyConfig.parse(values)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert error(w_grid=[1.0, 2.0], plot_w=2.5).startswith("plot_w 2.5 is not in w_grid [1.0, 2.0]")
+    assert "w_grid[1]: guidance scale w=-3.0 is outside [0.0, 20.0]" in error(w_grid=[1.0, -3.0])
+    assert "field_t [1000] must be timesteps in [0, 999]" in error(field_t=[1000])
+    assert "sampler_variance='learned' is not one of small, large" in error(sampler_variance="learned")
+    assert "did you mean 'w_grid'" in error(w_gird=[1.0])
+
+
+def test_toy_flags_come_from_the_schema(capsys):
+    assert main(["toy", "--plot-w", "2.5", "--w-grid", "1,2"]) == 1
+    assert "plot_w 2.5 is not in w_grid" in capsys.readouterr().err
+    assert main(["toy", "--num-samples", "0"]) == 1
+    assert "--num-samples=0 must be >= 1" in capsys.readouterr().err
 
 
 # The smallest toy that still trains a usable pre-trained and fine-tuned pair (~10 s on 2 busy cores). 50 beta_t

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from benchmark.harness import leaderboard as lb
-from benchmark.harness import plots, tracking
-from benchmark.harness.config import load_experiment
+from benchmark import tracking as wandb_mode
+from benchmark.harness import plots
+from benchmark.harness import wandb_log as tracking
+from benchmark.harness.loading import load_experiment
 
 
 @pytest.fixture
@@ -22,20 +24,20 @@ def no_credentials(tmp_path, monkeypatch):
 
 
 def test_mode_resolution(no_credentials, tmp_path, monkeypatch, capsys):
-    assert tracking.resolve_mode("auto") == "offline"
-    assert tracking.resolve_mode("auto", enabled=False) == "disabled"
-    assert tracking.resolve_mode("disabled") == "disabled"
-    assert tracking.resolve_mode("online") == "offline"  # would prompt for a login; offline instead, with a warning
+    assert wandb_mode.resolve_mode("auto") == "offline"
+    assert wandb_mode.resolve_mode("auto", enabled=False) == "disabled"
+    assert wandb_mode.resolve_mode("disabled") == "disabled"
+    assert wandb_mode.resolve_mode("online") == "offline"  # would prompt for a login; offline instead, with a warning
     assert capsys.readouterr().err.count("\n") == 1
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert tracking.resolve_mode("auto") == "disabled"
+    assert wandb_mode.resolve_mode("auto") == "disabled"
     monkeypatch.delenv("WANDB_MODE")
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    assert tracking.has_wandb_credentials() and tracking.resolve_mode("auto") == "online"
+    assert wandb_mode.has_wandb_credentials() and wandb_mode.resolve_mode("auto") == "online"
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert tracking.resolve_mode("auto") == "online"
+    assert wandb_mode.resolve_mode("auto") == "online"
 
 
 def test_disabled_is_a_no_op(no_credentials, tmp_path):
@@ -108,7 +110,7 @@ def test_tables_get_one_type_per_column():
     """A runs table merged from CSV rows and fresh rows can mix ints, floats and strings in a column."""
     import pandas as pd
 
-    from benchmark.harness.tracking import _plain
+    from benchmark.harness.wandb_log import _plain
 
     df = pd.DataFrame({"n": pd.Series([500, 500.0, None], dtype=object), "sha": ["", None, "abc"],
                        "seeds": pd.array([3, None, 1], dtype="Int64")})

@@ -8,20 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cli import UserError, main
+from benchmark.cli import main
+from benchmark.errors import UserError
 from benchmark.models import CheckpointError, DiT, export_checkpoint, load_dit, reheaded
 from benchmark.training import run as training_run
 from benchmark.training.callbacks import SafeWandbLogger
 from benchmark.training.datamodule import PixelDataset, StreamSampler
 from benchmark.training.ema import frozen_copy, update_ema
-from benchmark.training.run import TrainSettings, finetune, pretrain
+from benchmark.cli import train as train_command
+from benchmark.harness.loading import load_experiment
+from benchmark.tracking import WandbSettings
+from benchmark.training import LaunchSettings, TrainSettings
+from benchmark.training.run import finetune, pretrain
 from conftest import SHARED_DATA, tiny_dit_config
 
 CALTECH = "caltech101-32"
 needs_caltech = pytest.mark.skipif(not (SHARED_DATA / "caltech101" / "caltech101_32.npz").is_file(),
                                    reason="shared caltech101-32 data not present")
 SMALL = {"steps": 6, "global_batch_size": 8, "checkpoint_every": 3, "num_workers": 0, "lr": 1e-3, "ema_decay": 0.9}
-QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=False, progress=False, max_images=64)
+QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=WandbSettings(enabled=False), progress=False,
+             max_images=64)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,16 +104,16 @@ def test_pixel_dataset_items_and_mirrors():
 
 def test_settings_are_validated():
     assert TrainSettings().to_dict()["steps"] == 24000  # the paper's protocol by default
-    s = TrainSettings.coerce({"steps": "100", "lr": "2e-4"})
-    assert s.steps == 100 and s.lr == 2e-4
+    s = TrainSettings.parse({"steps": "100", "lr": "2e-4", "precision": "bf16-mixed"})
+    assert s.steps == 100 and s.lr == 2e-4 and s.precision == "bf16"  # Lightning's name is read as ours
     with pytest.raises(UserError, match="did you mean 'steps'"):
-        TrainSettings.coerce({"stepz": 3})
-    with pytest.raises(UserError, match="ema_decay"):
-        TrainSettings.coerce({"ema_decay": 1.0})
-    with pytest.raises(UserError, match="bf16-mixed"):
-        TrainSettings.coerce({"precision": "bf16-true"})
-    with pytest.raises(UserError, match="steps must be int"):
-        TrainSettings.coerce({"steps": 2.5})
+        TrainSettings.parse({"stepz": 3})
+    with pytest.raises(UserError, match="ema_decay=1.0 must be < 1"):
+        TrainSettings.parse({"ema_decay": 1.0})
+    with pytest.raises(UserError, match="EMA"):
+        TrainSettings.parse({"precision": "bf16-true"})
+    with pytest.raises(UserError, match="steps: must be a whole number"):
+        TrainSettings.parse({"steps": 2.5})
 
 
 # ---- fine-tuning -------------------------------------------------------------------------------------------------
@@ -155,7 +161,7 @@ def trained(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune") / "run"
     settings = {**SMALL, "steps": 40, "global_batch_size": 16, "checkpoint_every": 20, "ema_decay": 0.8}
     try:
-        path = finetune(source, CALTECH, out, settings, **{**QUIET, "max_images": 256, "wandb": "offline"})
+        path = finetune(source, CALTECH, out, settings, **{**QUIET, "max_images": 256, "wandb": WandbSettings(mode="offline")})
     finally:
         torch.set_num_threads(threads)
     return path, out, settings
@@ -314,32 +320,32 @@ def test_errors_are_one_line(source, tmp_path, capsys):
 
 def test_settings_from_a_config_file_with_overrides(source, tmp_path, monkeypatch):
     captured = {}
-    monkeypatch.setattr(training_run, "finetune", lambda *a, **k: captured.update(args=a, kwargs=k))
+    monkeypatch.setattr(train_command, "finetune", lambda *a, **k: captured.update(args=a, kwargs=k))
     cfg = tmp_path / "ft.yaml"
     cfg.write_text("finetune:\n  steps: 77\n  lr: 3.0e-4\n  ema_decay: 0.99\n")
     assert main(["finetune", "--source", str(source), "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--config", str(cfg), "--lr", "5e-5", "--no-wandb", "--vae", "identity"]) == 0
     settings = captured["args"][3]
     assert (settings.steps, settings.lr, settings.ema_decay, settings.global_batch_size) == (77, 5e-5, 0.99, 32)
-    assert captured["kwargs"]["wandb"] is False and captured["kwargs"]["autoencoder"] == "identity"
+    assert captured["kwargs"]["wandb"].enabled is False and captured["kwargs"]["autoencoder"] == "identity"
+    assert captured["kwargs"]["launch"] == LaunchSettings()  # one device unless told otherwise
     cfg.write_text("finetune:\n  stepz: 77\n")
     assert main(["finetune", "--source", str(source), "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--config", str(cfg)]) == 1
 
 
 def test_experiment_config_supplies_source_and_settings(tmp_path, monkeypatch):
-    pytest.importorskip("benchmark.harness.config")
     captured = {}
-    monkeypatch.setattr(training_run, "finetune", lambda *a, **k: captured.update(args=a, kwargs=k))
+    monkeypatch.setattr(train_command, "finetune", lambda *a, **k: captured.update(args=a, kwargs=k))
     assert main(["finetune", "--config", "default", "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--steps", "5"]) == 0
     checkpoint, dataset, out, settings = captured["args"]
     assert checkpoint.endswith("source_cifar10_dit.pt") and settings.steps == 5
-    from benchmark.harness.config import load_experiment
-
     default = load_experiment("default")
     assert (settings.ema_decay, settings.global_batch_size) == (default.finetune.ema_decay, default.finetune.global_batch_size)
     assert captured["kwargs"]["autoencoder"] == "identity" and captured["kwargs"]["source_model"] == default.source.model
+    # the experiment's W&B settings reach the fine-tune (project, entity, mode), not a bare on/off
+    assert captured["kwargs"]["wandb"] == default.tracking.wandb
 
 
 # ---- pre-training and logging ------------------------------------------------------------------------------------
@@ -370,9 +376,10 @@ def test_wandb_failures_never_stop_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", broken_init)
     with pytest.warns(RuntimeWarning, match="W&B could not start"):
-        loggers = training_run._make_loggers(tmp_path, "abc", {}, "offline", "dogbench", None)
+        loggers = training_run._make_loggers(tmp_path, "abc", {}, WandbSettings(mode="offline"))
     assert [type(x).__name__ for x in loggers] == ["CSVLogger"]
-    assert training_run._make_loggers(tmp_path, "abc", {}, False, "dogbench", None)[0].__class__.__name__ == "CSVLogger"
+    assert [type(x).__name__ for x in training_run._make_loggers(tmp_path, "abc", {}, WandbSettings(enabled=False))] \
+        == ["CSVLogger"]
 
     logger = SafeWandbLogger(save_dir=str(tmp_path), mode="offline")
 
@@ -395,12 +402,13 @@ def test_wandb_failures_never_stop_training(tmp_path, monkeypatch):
 @needs_caltech
 @pytest.mark.parametrize("strategy", ["auto", "fsdp"])
 def test_bf16_finetune_on_gpu(source, tmp_path, strategy):
-    settings = {**SMALL, "precision": "bf16-mixed"}
-    out = finetune(source, CALTECH, tmp_path / strategy, settings, devices=1, strategy=strategy, **QUIET)
-    assert training_run.read_json(tmp_path / strategy / "trained.json")["precision"] == "bf16-mixed"
+    settings = {**SMALL, "precision": "bf16"}
+    launch = LaunchSettings(devices=1, strategy=strategy)
+    out = finetune(source, CALTECH, tmp_path / strategy, settings, launch=launch, **QUIET)
+    assert training_run.read_json(tmp_path / strategy / "trained.json")["precision"] == "bf16"
     model = load_dit(out)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     # a second identical run reaches the same weights (per-step generators; GPU kernels may differ in the last bits)
-    again = finetune(source, CALTECH, tmp_path / "again", settings, devices=1, strategy=strategy, **QUIET)
+    again = finetune(source, CALTECH, tmp_path / "again", settings, launch=launch, **QUIET)
     for (k, a), b in zip(torch.load(out)["ema"].items(), torch.load(again)["ema"].values()):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3, msg=k)

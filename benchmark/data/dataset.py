@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_UNREADABLE_FRACTION = 0.01

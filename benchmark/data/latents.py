@@ -14,8 +14,8 @@ split, resolution, VAE identity, storage dtype), so a changed dataset or VAE get
 """
 from __future__ import annotations
 
-import argparse
 import copy
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -24,8 +24,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
+from benchmark.data.registry import get_dataset
+from benchmark.data.transforms import eval_transform
 from benchmark.io import atomic_torch_save, atomic_write_json, config_hash, read_json, results_root
+from benchmark.models.autoencoder import load_autoencoder
 
 CACHE_VERSION = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -46,8 +50,6 @@ def is_pixel_space(autoencoder) -> bool:
 def autoencoder_identity(autoencoder) -> dict:
     """What identifies a VAE's encoder: its name, its architecture config and a hash of its weights' bytes (about a
     second for SD's VAE), so two different VAEs at the same path never share a cache."""
-    import hashlib
-
     vae = getattr(autoencoder, "vae", None)
     arch = {k: v for k, v in dict(getattr(vae, "config", {}) or {}).items() if not k.startswith("_")}
     h = hashlib.sha256()
@@ -138,20 +140,12 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
 
     ``dataset``: an ImageDataset, or a registered name (with ``split``, ``data_root``). ``autoencoder``: a loaded
     KLAutoencoder or a spec for ``benchmark.models.load_autoencoder``. ``resolution`` defaults to the dataset's."""
-    from tqdm.auto import tqdm
-
-    from benchmark.data.transforms import eval_transform
-
     if is_pixel_space(autoencoder):
         raise ValueError("pixel-space models (identity autoencoder) train on the images; there is nothing to cache")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(dataset, str):
-        from benchmark.data import get_dataset
-
         dataset = get_dataset(dataset, split=split, root=data_root)
     if isinstance(autoencoder, (str, os.PathLike)):
-        from benchmark.models import load_autoencoder
-
         autoencoder = load_autoencoder(autoencoder, device=device)
     resolution = int(resolution or dataset.resolution)
     if resolution % autoencoder.downsample:
@@ -212,46 +206,3 @@ class LatentDataset(Dataset):
         chunk = self.chunks[i // self.chunk_size]
         k = i % self.chunk_size
         return chunk["mean"][k, flip].float(), chunk["std"][k, flip].float(), self.labels[i]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# dogbench latents
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser("latents", help="encode a dataset once with the VAE (both flips) for fast fine-tuning",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, help="registered dataset name (e.g. caltech101-32, food101; see `dogbench prepare --help`)")
-    p.add_argument("--split", default="train", choices=("train", "test", "all"), help="dataset split")
-    p.add_argument("--resolution", type=int, default=None,
-                   help="image side in pixels before encoding (default: the dataset's nominal resolution)")
-    p.add_argument("--vae", default="sd-vae-ft-ema", help="'sd-vae-ft-ema', 'sd-vae-ft-mse', a Hugging Face id or a "
-                                                          "local diffusers AutoencoderKL directory")
-    p.add_argument("--cache-dir", default=None, help="cache root (default: <results>/cache/latents)")
-    p.add_argument("--data-root", default=None, help="dataset root (default: $DOGBENCH_DATA, else ../shared/data)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (each also encoded mirrored)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk file")
-    p.add_argument("--num-workers", type=int, default=4, help="data-loader processes")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="storage dtype of mean and std")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_latents)
-
-
-def run_latents(args) -> int:
-    from benchmark.data import get_dataset
-    from benchmark.models import load_autoencoder
-
-    if is_pixel_space(args.vae):
-        print("pixel space (identity autoencoder): images are used as they are, nothing to cache")
-        return 0
-    for name in ("batch_size", "chunk_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    dataset = get_dataset(args.dataset, split=args.split, root=args.data_root)
-    autoencoder = load_autoencoder(args.vae)
-    cache = build_latent_cache(dataset, autoencoder, args.resolution, args.cache_dir, batch_size=args.batch_size,
-                               chunk_size=args.chunk_size, num_workers=args.num_workers, dtype=args.dtype,
-                               device=args.device, progress=not args.no_progress)
-    print(f"latent cache of {cache.num_images} images (x2 flips) complete: {cache.root}")
-    return 0

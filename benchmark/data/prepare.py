@@ -1,4 +1,4 @@
-"""``dogbench prepare DATASET``: fetch a dataset where a public source exists, check what is on disk (image counts
+"""What ``dogbench prepare DATASET`` does: fetch a dataset where a public source exists, check what is on disk (image counts
 per split against the official ones, class counts, files the lists name but the disk lacks), or print exactly what
 to place where.
 
@@ -7,52 +7,17 @@ trees of the tests, a subset for a quick run) still load.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Optional
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.data.downloads import NetworkError
 from benchmark.data.registry import DATASETS, DatasetSpec, get_dataset, get_spec
 from benchmark.io import data_root
 
 # Caltech-101 split by the train.txt/test.txt lists of github.com/MachineLearning2020/Homework2-Caltech101
 CALTECH101_LIST_COUNTS = {"train": 5784, "test": 2893, "all": 8677}
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "prepare", help="download or check a dataset, or print where to put its files",
-        description="Without --download: check the dataset found under --root (images per split against the "
-                    "official counts, classes, missing files) or, if it is not there, print what to place where. "
-                    "With --download: first fetch and unpack the official archives (needs internet).")
-    p.add_argument("dataset", metavar="DATASET", choices=list(DATASETS),
-                   help=f"registry name: {', '.join(DATASETS)}")
-    p.add_argument("--root", "--data-root", dest="root", type=str, default=None,
-                   help="the dataset's folder, or a data root holding it (default: the data root: "
-                        "$DOGBENCH_DATA, else ../shared/data, else ./data; downloads go to <data root>/DATASET)")
-    p.add_argument("--download", action="store_true",
-                   help="fetch the official archives into --root first (default: off; Stanford Cars and the "
-                        "shared 32x32 sets have no download)")
-    p.add_argument("--check-images", action="store_true",
-                   help="also decode every image and count unreadable ones (default: off; about 1-5 ms per image)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    spec = get_spec(args.dataset)
-    root = Path(args.root).expanduser() if args.root else data_root()
-    if args.download:
-        target = root if args.root else root / spec.name
-        download(spec, target)
-        root = target
-    if spec.locate(root) is None:
-        print(placement_instructions(spec, root))
-        return 1
-    ok, lines = verify(spec, root, check_images=args.check_images)
-    print("\n".join(lines))
-    return 0 if ok else 1
 
 
 def download(spec: DatasetSpec, target: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.data import downloads, parsers
 from benchmark.data.dataset import FileImageDataset, ImageDataset
 from benchmark.data.shared32 import open_shared
@@ -144,15 +144,6 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
 def dataset_names(group: Optional[str] = None) -> list[str]:
     """Registered names, optionally only one group: "paper", "generic" or "shared"."""
     return [name for name, spec in DATASETS.items() if group is None or spec.group == group]
-
-
-def add_dataset_arguments(parser, default: Optional[str] = None) -> None:
-    """``--dataset`` and ``--data-root``, spelled the same on every command that reads a dataset."""
-    parser.add_argument("--dataset", default=default, required=default is None, choices=list(DATASETS),
-                        metavar="NAME", help=f"registry name: {', '.join(DATASETS)}"
-                        + (f" (default: {default})" if default else ""))
-    parser.add_argument("--data-root", type=str, default=None,
-                        help="folder holding the datasets (default: $DOGBENCH_DATA, else ../shared/data, else ./data)")
 
 
 def get_spec(name: str) -> DatasetSpec:

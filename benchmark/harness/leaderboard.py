@@ -26,12 +26,14 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from benchmark.guidance import METHODS
-from benchmark.harness.config import FD_METRICS, HIGHER_IS_BETTER, W_DECIMALS
-from benchmark.io import REPO_ROOT, atomic_open, file_lock
+import torch
 
-METRICS = ("fid", "fd_dinov2", "precision", "recall", "density", "coverage", "fd_effnet",  # runs.csv order
-           "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet")
+import benchmark
+from benchmark.guidance import W_DECIMALS
+from benchmark.harness.experiment import METHODS
+from benchmark.io import REPO_ROOT, atomic_open, file_lock
+from benchmark.metrics.registry import COLUMN_ORDER as METRICS
+from benchmark.metrics.registry import COLUMNS, FRECHET_COLUMNS
 RUN_KEY = ("dataset", "method", "w", "seed")
 PROVENANCE_COLUMNS = (
     "num_samples",          # images the metrics were computed on
@@ -66,7 +68,7 @@ def relative_improvement(baseline: float, dog: float) -> float:
 
 
 def is_lower_better(metric: str) -> bool:
-    return metric not in HIGHER_IS_BETTER
+    return COLUMNS[metric].lower_is_better
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,10 +155,6 @@ def update_runs(path: str | os.PathLike, new_rows: Rows) -> pd.DataFrame:
 def run_provenance() -> dict:
     """The environment columns of a runs.csv row: library versions, git commit (``-dirty`` when the working tree
     has changes; empty outside a git checkout) and the UTC time."""
-    import torch
-
-    import benchmark
-
     commit = ""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -243,7 +241,7 @@ def build_leaderboard(rows: Rows, select_by: str = "fid", shared_w1: bool = True
                              **{m: values[m].mean() for m in metrics}})
     board = pd.concat([best, pd.DataFrame(averages)], ignore_index=True) if averages else best
 
-    for metric in (m for m in FD_METRICS if m in metrics):
+    for metric in (m for m in FRECHET_COLUMNS if m in metrics):
         for baseline in BASELINES:
             column = improvement_column(metric, baseline)
             board[column] = np.nan
@@ -273,7 +271,7 @@ def write_leaderboard(leaderboard: pd.DataFrame, path: str | os.PathLike) -> Non
 def _format_metric(metric: str, value, std=None) -> str:
     if value is None or not np.isfinite(value):
         return ""
-    digits = 3 if metric in HIGHER_IS_BETTER else 2
+    digits = COLUMNS[metric].digits
     text = f"{value:.{digits}f}"
     if std is not None and np.isfinite(std):
         text += f" ± {std:.{digits}f}"
@@ -285,7 +283,7 @@ def to_markdown(leaderboard: pd.DataFrame, metrics: Optional[Sequence[str]] = No
     and over fine-tune only for each FD metric."""
     if metrics is None:
         metrics = [m for m in METRICS if m in leaderboard.columns]
-    gains = [(m, b) for m in metrics if m in FD_METRICS for b in BASELINES
+    gains = [(m, b) for m in metrics if m in FRECHET_COLUMNS for b in BASELINES
              if improvement_column(m, b) in leaderboard.columns]
     header = ["dataset", "method", "w"] + list(metrics) + [f"DoG vs {b} ({m})" for m, b in gains]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]

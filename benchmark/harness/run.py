@@ -1,4 +1,4 @@
-"""``dogbench run``: every stage of an experiment for every dataset, then the report.
+"""An experiment run (``dogbench run``): every stage for every dataset, then the report.
 
     prepare -> latents -> finetune -> sample -> evaluate   (per dataset)   -> runs.csv, leaderboard.csv, plots, W&B
 
@@ -8,27 +8,25 @@ from the per-sample-set metric files.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from benchmark.harness.config import Experiment, RunSpec, load_experiment
-from benchmark.harness.stages import (DatasetContext, distributed, init_distributed, log, stage_evaluate, stage_finetune, stage_latents,
-                                      stage_prepare, stage_sample)
-from benchmark.io import atomic_write_text
+from benchmark.devices import default_device
+from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.harness.identity import stage_hash
+from benchmark.harness.leaderboard import (build_leaderboard, run_provenance, select_best, to_markdown, update_runs,
+                                           write_leaderboard)
+from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
+from benchmark.harness.stages import (DatasetContext, distributed, init_distributed, log, stage_evaluate, stage_finetune,
+                                      stage_latents, stage_prepare, stage_sample)
+from benchmark.harness.wandb_log import make_tracker
+from benchmark.io import atomic_write_text, cached_file_sha256
 
 STAGE_ORDER = ("prepare", "latents", "finetune", "sample", "evaluate", "report")
 GRID_IMAGES = 64
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def feature_description(metrics_result: dict) -> tuple[str, str]:
@@ -41,29 +39,24 @@ def feature_description(metrics_result: dict) -> tuple[str, str]:
 
 
 def run_row(ctx: DatasetContext, spec: RunSpec, result: dict, num_samples: int) -> dict:
-    from benchmark.harness.leaderboard import run_provenance
-    from benchmark.sampling.generate import checkpoint_sha256
-
     nets, prep = feature_description(result)
     return {
         "dataset": spec.dataset, "method": spec.method, "w": spec.w, "seed": spec.seed,
         **result["metrics"],
         "num_samples": num_samples,
         "sampling_steps": ctx.exp.sampling.steps,
-        "finetuned_sha256": checkpoint_sha256(ctx.finetuned_path),
+        "finetuned_sha256": cached_file_sha256(ctx.finetuned_path),
         "pretrained_sha256": ctx.pretrained_sha256() if spec.method == "dog" else "",
         "feature_networks": nets,
         "preprocessing": prep,
         "experiment": ctx.exp.name,
         # the evaluate stage's hash: what made this row (a changed description or W&B mode does not orphan it)
-        "config_hash": ctx.exp.stage_hash("evaluate", spec.dataset, method=spec.method, w=spec.w, seed=spec.seed),
+        "config_hash": stage_hash(ctx.exp, "evaluate", spec.dataset, method=spec.method, w=spec.w, seed=spec.seed),
         **run_provenance(),
     }
 
 
 def save_sample_grid(folder, path: Path, n: int = GRID_IMAGES) -> Path:
-    from benchmark.harness.plots import save_image_grid
-
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in folder.image_paths()[:n]])
     return save_image_grid(images, path)
 
@@ -97,7 +90,7 @@ def current_rows(exp: Experiment, runs):
     """The runs.csv rows made by the experiment's current settings (rows of changed settings stay in the file)."""
     if not len(runs):
         return runs
-    expected = [exp.stage_hash("evaluate", r.dataset, method=r.method, w=r.w, seed=int(r.seed))
+    expected = [stage_hash(exp, "evaluate", r.dataset, method=r.method, w=r.w, seed=int(r.seed))
                 if r.dataset in exp.datasets else None for r in runs.itertuples()]
     return runs[runs["config_hash"].astype(str) == expected]
 
@@ -105,9 +98,6 @@ def current_rows(exp: Experiment, runs):
 def sample_grid_figures(exp: Experiment, results_dir: Path, runs) -> dict:
     """Per dataset, sample grids side by side: fine-tune only, and CFG and DoG each at its best guided w (w != 1;
     the leaderboard may pick w = 1 when guidance does not help, which would show three identical grids)."""
-    from benchmark.harness.leaderboard import select_best
-    from benchmark.harness.plots import compose_sample_grids
-
     candidates = runs[(runs["method"] == "none") | (runs["w"] != 1.0)]
     best = select_best(candidates, exp.evaluation.select_by, shared_w1=False)
     names = {"none": "fine-tune only", "cfg": "CFG", "dog": "DoG"}
@@ -127,9 +117,6 @@ def sample_grid_figures(exp: Experiment, results_dir: Path, runs) -> dict:
 
 def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Optional[str]:
     """runs.csv (merged with earlier runs of this experiment), leaderboard.csv/.md, plots; returns the markdown."""
-    from benchmark.harness.leaderboard import build_leaderboard, to_markdown, update_runs, write_leaderboard
-    from benchmark.harness.plots import plot_metrics_vs_w
-
     runs = update_runs(results_dir / "runs.csv", rows)
     runs = current_rows(exp, runs)
     if not len(runs):
@@ -151,8 +138,6 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
 
 def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, stages: Sequence[str] = STAGE_ORDER,
                    device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
-    from benchmark.harness.tracking import make_tracker
-
     device = init_distributed(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -170,35 +155,3 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
     if markdown:
         print(f"\n{exp.name}: leaderboard ({results_dir / 'leaderboard.csv'})\n\n{markdown}\n")
     return markdown
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser("run", help="run an experiment end to end (prepare, latents, fine-tune, sample, "
-                                          "evaluate, report); reruns resume", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--exp", default="default", help="experiment: a name in experiments/ or a YAML path")
-    p.add_argument("--datasets", default=None, help="comma-separated subset of the experiment's datasets")
-    p.add_argument("--stages", default=",".join(STAGE_ORDER), help="comma-separated stages to run")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--results-root", default=None, help="where results/<experiment>/ goes (default: ./results)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sampling.num_samples=500")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    from benchmark.cli import UserError
-
-    exp = load_experiment(args.exp, args.overrides)
-    datasets = None
-    if args.datasets:
-        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        unknown = [d for d in datasets if d not in exp.datasets]
-        if unknown:
-            raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.datasets)}); "
-                            f"add them to its datasets or override datasets=[...]")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGE_ORDER]
-    if bad:
-        raise UserError(f"unknown stage(s) {','.join(bad)}; choose from {','.join(STAGE_ORDER)}")
-    run_experiment(exp, datasets, stages, args.device, args.results_root, progress=not args.no_progress and sys.stderr.isatty())
-    return 0

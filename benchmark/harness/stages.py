@@ -15,11 +15,15 @@ from typing import Optional
 
 import torch
 
-from benchmark.guidance import GuidanceInterval
-from benchmark.harness.config import Experiment, RunSpec, resolve_path
-from benchmark.io import atomic_write_json, config_hash, read_json
-from benchmark.sampling.generate import build_sampler, checkpoint_sha256, generate_samples, sampling_config
-from benchmark.sampling.writer import SampleFolder
+from benchmark.data import get_dataset
+from benchmark.data.latents import build_latent_cache
+from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.harness.identity import stage_config
+from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
+from benchmark.metrics import evaluate_samples
+from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
+from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
+from benchmark.training import finetune
 
 DONE = "done.json"
 
@@ -70,28 +74,25 @@ class DatasetContext:
     def dir(self) -> Path:
         return self.results_dir / self.dataset
 
-    def source_checkpoint(self) -> str:
-        path = resolve_path(self.exp.source.checkpoint)
-        return str(path) if path.exists() else self.exp.source.checkpoint
+    @property
+    def cache_root(self) -> Path:
+        """Caches shared by every experiment under the same results root (latents, reference statistics)."""
+        return self.results_dir.parent / "cache"
 
     def pretrained_sha256(self) -> str:
         """The source checkpoint's hash, without loading the model (a finished sample set needs no model)."""
-        from benchmark.models import resolve_checkpoint
-
-        return checkpoint_sha256(resolve_checkpoint(self.source_checkpoint(), download=False))
+        return cached_file_sha256(resolve_checkpoint(self.exp.source_checkpoint(), download=False))
 
     def model(self, which: str):
         """The fine-tuned ('finetuned') or pre-trained ('pretrained') DiT, loaded once."""
-        from benchmark.models import load_dit
-
         if which not in self._models:
             if which == "finetuned":
                 self._models[which] = load_dit(self.finetuned_path)
             else:
                 src = self.exp.source
                 named = {"in_channels": self.latent_channels()} if isinstance(src.model, str) else {}
-                self._models[which] = load_dit(self.source_checkpoint(), model=src.model, num_classes=src.num_classes,
-                                               input_size=self.latent_size(), **named)
+                self._models[which] = load_dit(self.exp.source_checkpoint(), model=src.model,
+                                               num_classes=src.num_classes, input_size=self.latent_size(), **named)
         return self._models[which]
 
     def latent_size(self) -> int:
@@ -101,17 +102,13 @@ class DatasetContext:
         return self.autoencoder().latent_channels()
 
     def autoencoder(self):
-        from benchmark.models import load_autoencoder
-
         if "autoencoder" not in self._models:
-            self._models["autoencoder"] = load_autoencoder(self.exp.autoencoder, device=self.device)
+            self._models["autoencoder"] = load_autoencoder(self.exp.autoencoder_spec(), device=self.device)
         return self._models["autoencoder"]
 
 
 def stage_prepare(ctx: DatasetContext) -> int:
     """Check that the dataset is in place (a missing one is a one-line error naming `dogbench prepare`)."""
-    from benchmark.data import get_dataset
-
     train = get_dataset(ctx.dataset, split="train", root=ctx.exp.data_dir())
     return train.num_classes
 
@@ -120,18 +117,14 @@ def stage_latents(ctx: DatasetContext) -> Optional[Path]:
     """Pre-encode the training images (both flips) with the VAE; pixel-space experiments skip this."""
     if ctx.exp.autoencoder == "identity":
         return None
-    from benchmark.data.latents import build_latent_cache
-
-    return build_latent_cache(ctx.dataset, split="train", resolution=ctx.exp.source.image_size,
+    return build_latent_cache(ctx.dataset, split=ctx.exp.finetune.split, resolution=ctx.exp.source.image_size,
                               autoencoder=ctx.autoencoder(), data_root=ctx.exp.data_dir(),
-                              cache_dir=ctx.results_dir.parent / "cache" / "latents", device=ctx.device, progress=ctx.progress)
+                              cache_dir=ctx.cache_root / "latents", device=ctx.device, progress=ctx.progress)
 
 
 def stage_finetune(ctx: DatasetContext) -> Path:
     """Fine-tune the source model on the dataset (resuming from the last checkpoint); returns the EMA export."""
-    from benchmark.training import finetune
-
-    key = config_hash(ctx.exp.stage_config("finetune", ctx.dataset))
+    key = config_hash(stage_config(ctx.exp, "finetune", ctx.dataset))
     out = ctx.dir / f"finetune-{key}"
     done = read_json(out / DONE)
     if done and (out / done["ema"]).exists():
@@ -140,39 +133,30 @@ def stage_finetune(ctx: DatasetContext) -> Path:
         return ctx.finetuned_path
     log(f"{ctx.dataset}: fine-tuning {ctx.exp.source.checkpoint} for {ctx.exp.finetune.steps} steps -> {out}")
     ema = finetune(
-        source=ctx.source_checkpoint(),
+        source=ctx.exp.source_checkpoint(),
         dataset=ctx.dataset,
         out_dir=out,
         settings=ctx.exp.finetune,
         source_model=ctx.exp.source.model,
         source_num_classes=ctx.exp.source.num_classes,
         image_size=ctx.exp.source.image_size,
-        autoencoder=ctx.exp.autoencoder,
+        autoencoder=ctx.exp.autoencoder_spec(),
         data_root=ctx.exp.data_dir(),
-        latent_cache_dir=ctx.results_dir.parent / "cache" / "latents",
-        wandb=ctx.exp.tracking.wandb.enabled and ctx.exp.tracking.wandb.mode != "disabled",
+        latent_cache_dir=ctx.cache_root / "latents",
+        wandb=ctx.exp.tracking.wandb,
         progress=ctx.progress,
     )
-    atomic_write_json(out / DONE, {"config": ctx.exp.stage_config("finetune", ctx.dataset), "ema": Path(ema).name})
+    atomic_write_json(out / DONE, {"config": stage_config(ctx.exp, "finetune", ctx.dataset), "ema": Path(ema).name})
     ctx.finetuned_path = Path(ema)
     return ctx.finetuned_path
 
 
 def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
-    s = ctx.exp.sampling
-    config = sampling_config(
-        spec.method, spec.w, finetuned_sha256=checkpoint_sha256(ctx.finetuned_path),
-        pretrained_sha256=ctx.pretrained_sha256() if spec.method == "dog" else None,
-        steps=s.steps, seed=spec.seed, guided_channels=s.guided_channels,
-        interval=GuidanceInterval.parse(s.guidance_interval),
-        clip_denoised=s.clip_denoised, autoencoder=ctx.exp.autoencoder, precision=sampling_precision(ctx.device))
-    name = f"{config['method']}-w{config['w']:g}-seed{spec.seed}-{config_hash(config, 8)}"
-    return SampleFolder(ctx.dir / "samples" / name, num_samples or s.num_samples, config)
-
-
-def sampling_precision(device: str) -> str:
-    """bf16 network forwards on GPUs (the fast path), fp32 elsewhere."""
-    return "bf16" if str(device).startswith("cuda") else "fp32"
+    identity = sampler_identity(
+        ctx.exp.sampling, spec.method, spec.w, spec.seed, finetuned_sha256=cached_file_sha256(ctx.finetuned_path),
+        pretrained_sha256=ctx.pretrained_sha256() if spec.method == "dog" else None, autoencoder=ctx.exp.autoencoder)
+    name = f"{identity['method']}-w{identity['w']:g}-seed{spec.seed}-{config_hash(identity, 8)}"
+    return SampleFolder(ctx.dir / "samples" / name, num_samples or ctx.exp.sampling.num_samples, identity)
 
 
 def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
@@ -184,10 +168,8 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
         return folder
     s = ctx.exp.sampling
     pretrained = ctx.model("pretrained") if spec.method == "dog" else None
-    sampler = build_sampler(spec.method, ctx.model("finetuned"), pretrained, spec.w, ctx.autoencoder(), steps=s.steps,
-                            seed=spec.seed, guided_channels=s.guided_channels,
-                            interval=GuidanceInterval.parse(s.guidance_interval),
-                            clip_denoised=s.clip_denoised, device=ctx.device, precision=sampling_precision(ctx.device))
+    sampler = build_sampler(s, spec.method, spec.w, spec.seed, ctx.model("finetuned"), pretrained, ctx.autoencoder(),
+                            ctx.device)
     log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
     generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
     barrier()
@@ -197,8 +179,6 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
 
 def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num_samples: Optional[int] = None) -> dict:
     """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
-    from benchmark.metrics import evaluate_samples
-
     n = num_samples or ctx.exp.sampling.num_samples
     e = ctx.exp.evaluation
     key = {"evaluation": {"metrics": list(e.metrics), "ref_split": e.ref_split}, "num_samples": n,
@@ -210,6 +190,6 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
     log(f"{ctx.dataset}: evaluating {spec.method} w={spec.w:g} seed={spec.seed} on {n} images ({', '.join(e.metrics)})")
     result = evaluate_samples(folder.image_paths()[:n], ctx.dataset, e.metrics, ref_split=e.ref_split,
                               data_root=ctx.exp.data_dir(), batch_size=e.batch_size, device=ctx.device,
-                              cache_dir=ctx.results_dir.parent / "cache" / "reference", progress=ctx.progress)  # shared by experiments
+                              cache_dir=ctx.cache_root / "reference", progress=ctx.progress)  # shared by experiments
     atomic_write_json(path, {"key": key, "metrics": result})
     return result

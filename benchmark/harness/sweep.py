@@ -1,4 +1,4 @@
-"""``dogbench sweep``: an Optuna search over w for one (experiment, dataset, method, metric).
+"""The Optuna search (``dogbench sweep``) over w for one (experiment, dataset, method, metric).
 
 Each trial samples at w and is scored on ``sweep.low_fidelity_samples`` images first; a trial that cannot win
 (its low-fidelity score is worse than the best finished trial's by more than ``--prune-margin``) is pruned before
@@ -11,23 +11,28 @@ one storage share the trial budget (``--trials`` counts finished + pruned trials
 """
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
+from pathlib import Path
 from typing import Optional
 
-from benchmark.harness.config import W_DECIMALS, Experiment, RunSpec, load_experiment
+import optuna
+import pandas as pd
+
+from benchmark.guidance import W_DECIMALS
+from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.harness.leaderboard import is_lower_better, update_runs
+from benchmark.harness.run import run_row
 from benchmark.harness.stages import DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare, stage_sample
 from benchmark.io import atomic_open, file_lock
+from benchmark.metrics.registry import columns_of
 
 SWEEP_METHODS = ("cfg", "dog")
 W_STEP = 0.01  # w is searched on a 0.01 grid: finer differences are far below the metrics' noise
 
 
 def metric_direction(metric: str) -> str:
-    from benchmark.harness.leaderboard import is_lower_better
-
     return "minimize" if is_lower_better(metric) else "maximize"
 
 
@@ -40,8 +45,6 @@ class CannotWinPruner:
     reported at the same step, by more than ``margin`` (relative). Needs ``n_startup_trials`` finished trials."""
 
     def __new__(cls, margin: float = 0.05, n_startup_trials: int = 2):
-        import optuna
-
         class _Pruner(optuna.pruners.BasePruner):
             def prune(self, study, trial) -> bool:
                 step = trial.last_step
@@ -75,12 +78,8 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
                results_root=None, heartbeat_s: int = 60, worker: int = 0):
     """The study, created on first use. ``worker`` (0, 1, ...) is mixed into the sampler's seed so that parallel
     workers propose different w while each stays reproducible."""
-    import optuna
-
     url = storage_url or exp.sweep_storage(results_root)
     if url.startswith("sqlite:///"):
-        from pathlib import Path
-
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     storage = with_retries(lambda: optuna.storages.RDBStorage(
         url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
@@ -101,16 +100,12 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
 def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
               storage_url: Optional[str] = None, device: str = "cpu", results_root=None, progress: bool = True,
               prune_margin: float = 0.05, worker: int = 0) -> dict:
-    import optuna
-
-    from benchmark.harness.leaderboard import update_runs
-    from benchmark.harness.run import run_row
-
     if method not in SWEEP_METHODS:
         raise ValueError(f"--method {method!r} has no w to search; choose cfg or dog")
-    if metric not in exp.evaluation.columns():
+    columns = columns_of(exp.evaluation.metrics)
+    if metric not in columns:
         raise ValueError(f"--metric {metric!r} is not produced by evaluation.metrics={exp.evaluation.metrics}; "
-                         f"choose one of {', '.join(exp.evaluation.columns())}")
+                         f"choose one of {', '.join(columns)}")
     trials = trials or exp.sweep.trials
     results_dir = exp.results_dir(results_root)
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
@@ -152,8 +147,6 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: O
 
 
 def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
-    import optuna
-
     states = [t.state for t in study.get_trials(deepcopy=False)]
     try:
         best = study.best_trial
@@ -169,8 +162,6 @@ def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
 
 def write_sweep_summary(path, summary: dict) -> None:
     """sweeps.csv: one row per study (replaced when the study is summarised again)."""
-    import pandas as pd
-
     with file_lock(path):
         try:
             df = pd.read_csv(path)
@@ -180,44 +171,3 @@ def write_sweep_summary(path, summary: dict) -> None:
         df = pd.concat([df, pd.DataFrame([summary])], ignore_index=True)
         with atomic_open(path, "w") as f:
             df.to_csv(f, index=False)
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="Optuna search over w for one dataset and method",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--exp", default="default", help="experiment name in experiments/ or a YAML path")
-    p.add_argument("--dataset", required=True, help="one of the experiment's datasets")
-    p.add_argument("--method", choices=SWEEP_METHODS, default="dog", help="guidance method whose w is searched")
-    p.add_argument("--metric", default=None, help="objective column (default: evaluation.select_by)")
-    p.add_argument("--trials", type=int, default=None, help="finished+pruned trials of the study (default: sweep.trials)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, else SQLite in results/)")
-    p.add_argument("--prune-margin", type=float, default=0.05, help="relative margin before a low-fidelity trial is pruned")
-    p.add_argument("--worker", type=int, default=0, help="index of this worker when several share the storage "
-                                                         "(varies the sampler seed)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--results-root", default=None, help="where results/<experiment>/ goes")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.set_defaults(func=sweep_command)
-
-
-def sweep_command(args) -> int:
-    from benchmark.cli import UserError
-    from benchmark.harness.config import check_storage_url
-    from benchmark.harness.run import default_device, report
-    from benchmark.harness.tracking import make_tracker
-
-    exp = load_experiment(args.exp, args.overrides)
-    if args.dataset not in exp.datasets:
-        raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.datasets)})")
-    if args.trials is not None and args.trials < 1:
-        raise UserError(f"--trials must be positive, got {args.trials}")
-    if args.storage:
-        check_storage_url(args.storage)
-    metric = args.metric or exp.evaluation.select_by
-    run_sweep(exp, args.dataset, args.method, metric, args.trials, args.storage, args.device or default_device(),
-              args.results_root, prune_margin=args.prune_margin, worker=args.worker)
-    with make_tracker(exp, args.results_root) as tracker:
-        markdown = report(exp, exp.results_dir(args.results_root), [], tracker)
-    if markdown:
-        print(markdown)
-    return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.metrics.features import IMAGENET_MEAN, IMAGENET_STD, FeatureNetwork, ResizePreprocess, weights_sha256
 
 HUB_REPO = "facebookresearch/dinov2"

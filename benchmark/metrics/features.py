@@ -11,7 +11,6 @@ normalisation happens after that.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -22,9 +21,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from tqdm.auto import tqdm
 
-from benchmark.cli import UserError
+from benchmark.devices import default_device, tf32
+from benchmark.errors import UserError
 from benchmark.io import cached_file_sha256
+from benchmark.metrics.statistics import FeatureStatistics
 
 CLEAN_RESIZE = "PIL bicubic, float32 per channel, straight to {size}x{size}, no crop, clip [0,255]"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,46 +142,46 @@ class _Preprocessed(torch.utils.data.Dataset):
         return self.preprocess(self.source[i])
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def feature_statistics(network: FeatureNetwork, images, batch_size: int = 50, device=None,
+                       num_workers: int | None = None, progress: bool = True, desc: str | None = None,
+                       keep_features: bool = True) -> dict:
+    """Gaussian statistics (and, with ``keep_features``, the (N, dim) float32 features in image order) of every
+    image, streamed batch by batch through a ``FeatureStatistics`` metric. Under an initialised process group each
+    rank extracts the images ``i % world == rank`` and the metric combines the ranks: every rank gets the
+    statistics of the whole set. Returns {"n", "mu", "sigma"[, "features"]}."""
+    source = images if isinstance(images, ImageSource) else ImageSource(images)
+    device = torch.device(device) if device else torch.device(default_device())
+    if num_workers is None:
+        # PIL decoding and float bicubic resizing are CPU work; on a GPU run they are the bottleneck.
+        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    rank, world = _rank_world()
+    mine = list(range(rank, len(source), world))
+    loader = torch.utils.data.DataLoader(_Preprocessed(source, network.preprocess), batch_size=batch_size,
+                                         sampler=mine, num_workers=num_workers, pin_memory=device.type == "cuda")
+    network.module.eval()
+    network.to(device)
+    # the sums live on the CPU in float64: exact accumulation, and gloo can reduce them
+    stats = FeatureStatistics(network.dim, keep_features=keep_features)
+    done = 0
+    with tf32(False):  # true fp32 on every GPU (see the module docstring of benchmark.devices)
+        for batch in tqdm(loader, desc=desc or f"{network.name} features", unit="batch", disable=not progress,
+                          leave=False):
+            feats = network.forward(batch.to(device, non_blocking=True)).cpu()
+            stats.update(feats, torch.as_tensor(mine[done:done + len(feats)]))
+            done += len(feats)
+    return stats.compute()
 
 
 def extract_features(network: FeatureNetwork, images, batch_size: int = 50, device=None, num_workers: int | None = None,
                      progress: bool = True, desc: str | None = None) -> np.ndarray:
-    """Features (N, dim) float32 of every image, computed batch by batch (images are never all held in memory)."""
-    from tqdm.auto import tqdm
-
-    source = images if isinstance(images, ImageSource) else ImageSource(images)
-    device = torch.device(device) if device else default_device()
-    if num_workers is None:
-        # PIL decoding and float bicubic resizing are CPU work; on a GPU run they are the bottleneck.
-        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(_Preprocessed(source, network.preprocess), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
-    network.module.eval()
-    network.to(device)
-    out = np.empty((len(source), network.dim), dtype=np.float32)
-    start = 0
-    with full_fp32():
-        for batch in tqdm(loader, desc=desc or f"{network.name} features", unit="batch", disable=not progress,
-                          leave=False):
-            feats = network.forward(batch.to(device, non_blocking=True)).cpu().numpy()
-            out[start:start + len(feats)] = feats
-            start += len(feats)
-    return out
-
-
-@contextlib.contextmanager
-def full_fp32():
-    """Features in true fp32 on every GPU: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on
-    Ampere and later, which would make the same images give different features on different cards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    """Features (N, dim) float32 of every image, in order (images are never all held in memory)."""
+    return feature_statistics(network, images, batch_size, device, num_workers, progress, desc)["features"]
 
 
 # ---- weights identity --------------------------------------------------------------------------------------------

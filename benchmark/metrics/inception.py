@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, weights_sha256
 
 FEATURE_DIM = 2048

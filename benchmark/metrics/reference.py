@@ -10,7 +10,6 @@ Reference set: the dataset split named by the caller; the public DoG reproductio
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.io import atomic_open, config_hash, results_root
-from benchmark.metrics.features import FeatureNetwork, ImageSource, extract_features
-from benchmark.metrics.frechet import gaussian_stats
+from benchmark.metrics.features import FeatureNetwork, ImageSource, feature_statistics
 from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
 
 CACHE_VERSION = 1
@@ -38,7 +36,7 @@ class ReferenceStats:
 
 
 def default_cache_dir() -> Path:
-    return results_root() / "cache" / "reference_stats"
+    return results_root() / "cache" / "reference"  # the same folder `dogbench run` uses
 
 
 def subset_indices(n: int, max_images: int | None, seed: int = SUBSAMPLE_SEED) -> list[int] | None:
@@ -84,13 +82,11 @@ def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_s
         return cached
 
     source = ImageSource(dataset, subset_indices(len(dataset), max_images))
-    feats = extract_features(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
-                             progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
-    mu, sigma = gaussian_stats(feats)
-    prdc_features = subsample(feats, prdc_points)
-    buf = io.BytesIO()
-    np.savez(buf, mu=mu, sigma=sigma, prdc_features=prdc_features, n_images=np.int64(len(feats)),
-             protocol=np.array(json.dumps(protocol, default=str)))
+    stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
+                               progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
+    prdc_features = subsample(stats["features"], prdc_points)
     with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
-    return ReferenceStats(mu, sigma, prdc_features, len(feats), json.loads(json.dumps(protocol, default=str)), path)
+        np.savez(f, mu=stats["mu"], sigma=stats["sigma"], prdc_features=prdc_features, n_images=np.int64(stats["n"]),
+                 protocol=np.array(json.dumps(protocol, default=str)))
+    return ReferenceStats(stats["mu"], stats["sigma"], prdc_features, stats["n"],
+                          json.loads(json.dumps(protocol, default=str)), path)

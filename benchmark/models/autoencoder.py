@@ -18,6 +18,7 @@ from benchmark.io import probe
 
 SD_VAE_SCALE = 0.18215
 SD_VAE_EMA = "stabilityai/sd-vae-ft-ema"
+AUTOENCODER_NAMES = ("sd-vae-ft-ema", "sd-vae-ft-mse", "identity")  # or a local diffusers AutoencoderKL folder
 VAE_ALIASES = {"sd-vae-ft-ema": SD_VAE_EMA, "ema": SD_VAE_EMA, "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "mse": "stabilityai/sd-vae-ft-mse"}
 
 

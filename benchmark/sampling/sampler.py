@@ -7,7 +7,6 @@ and labels, so their differences are the guidance's alone.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.devices import precision
 from benchmark.guidance import GuidedDenoiser
 
 
@@ -42,15 +42,6 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return torch.clamp(127.5 * images.float() + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
 
 
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CUDA for the network forward (the diffusion arithmetic stays fp32); fp32 otherwise."""
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if precision == "bf16" and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @dataclass
 class Sampler:
     """Turns sample indices into uint8 images: labels and noise from (seed, i), the guided denoiser through the
@@ -64,11 +55,12 @@ class Sampler:
     seed: int = 0
     clip_denoised: bool = False
     device: torch.device = torch.device("cpu")
-    precision: str = "fp32"
+    precision: str = "fp32"         # of the network forwards (benchmark.devices.precision)
+    decode_precision: str = "fp32"  # of the autoencoder's decoder
     decode_batch_size: int = 64
 
     def model_fn(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        with autocast_context(self.device, self.precision):
+        with precision(self.precision, self.device):
             out = self.denoiser(x, t, y)
         return out.float()
 
@@ -86,7 +78,7 @@ class Sampler:
     def decode(self, z: Tensor) -> np.ndarray:
         out = []
         for chunk in z.split(self.decode_batch_size):
-            with autocast_context(self.device, self.precision):
+            with precision(self.decode_precision, self.device):
                 out.append(to_uint8(self.autoencoder.decode(chunk)))
         return np.concatenate(out)
 

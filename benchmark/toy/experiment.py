@@ -7,66 +7,21 @@ starts from the same initial noise and draws the same per-step noise, so the met
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from benchmark.guidance import GuidedDenoiser, check_guidance_scale
+from benchmark.diffusion import create_diffusion
+from benchmark.guidance import GuidedDenoiser
+from benchmark.toy.data import GaussianMixture, source_mixture, target_mixture
+from benchmark.toy.metrics import toy_metrics
+from benchmark.toy.model import ToyDenoiser, reheaded_for_target
+from benchmark.toy.settings import ToyConfig
 
-from .data import GaussianMixture, source_mixture, target_mixture
-from .metrics import toy_metrics
-from .model import ToyDenoiser, reheaded_for_target
-
-DEFAULT_W_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
 FIELD_HALF_WIDTH = 1.0  # half the side of the guidance-field grid, in x_t units
-
-
-@dataclass
-class ToyConfig:
-    seed: int = 0
-    target_points: int = 200            # size of the small fine-tuning set
-    pretrain_steps: int = 3000
-    finetune_steps: int = 1500
-    batch_size: int = 256
-    pretrain_lr: float = 2e-3
-    finetune_lr: float = 1e-3
-    label_dropout: float = 0.1          # both stages, as in DiT training
-    hidden: int = 128
-    depth: int = 3
-    diffusion_steps: int = 1000
-    sample_steps: int = 100             # respaced DDPM ancestral steps at sampling time
-    sampler_variance: str = "large"     # DDPM step variance: "large" (beta_t, DiT's fixed default) or "small" (posterior)
-    num_samples: int = 2000
-    w_grid: Tuple[float, ...] = DEFAULT_W_GRID
-    plot_w: float = 2.0                 # the scale shown in the sample-cloud figure
-    field_ts: Tuple[int, ...] = (50, 200)  # training-scale timesteps (0..diffusion_steps-1) of the guidance-field figure
-    field_class: int = 0                # target class whose guidance field is drawn
-    copy_null_row: bool = False         # start the fine-tuned null row from the pre-trained one (default: fresh table)
-    threads: int = 1                    # torch CPU threads: a toy MLP runs fastest on one (more only adds sync overhead)
-
-    def validate(self) -> "ToyConfig":
-        for name in ("target_points", "pretrain_steps", "finetune_steps", "batch_size", "sample_steps", "num_samples", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if self.sampler_variance not in ("small", "large"):
-            raise ValueError(f"--sampler-variance {self.sampler_variance!r} must be 'small' or 'large'")
-        if not (0.0 <= self.label_dropout < 1.0):
-            raise ValueError(f"--label-dropout {self.label_dropout} must be in [0, 1)")
-        self.field_ts = tuple(int(t) for t in self.field_ts)
-        if not self.field_ts or not all(0 <= t < self.diffusion_steps for t in self.field_ts):
-            raise ValueError(f"--field-t {list(self.field_ts)} must be timesteps in [0, {self.diffusion_steps - 1}], e.g. 50,200")
-        if self.sample_steps > self.diffusion_steps:
-            raise ValueError(f"--sample-steps {self.sample_steps} must be at most the {self.diffusion_steps} diffusion steps")
-        self.w_grid = tuple(sorted({check_guidance_scale(w) for w in self.w_grid}))
-        if not self.w_grid:
-            raise ValueError("--w-grid is empty; pass e.g. 1,1.5,2,3,4")
-        self.plot_w = check_guidance_scale(self.plot_w)
-        if self.plot_w not in self.w_grid:
-            raise ValueError(f"--plot-w {self.plot_w} is not in --w-grid {list(self.w_grid)}; add it or pick one of them")
-        return self
 
 
 @dataclass
@@ -87,8 +42,6 @@ class ToyResult:
 
 
 def make_diffusions(config: ToyConfig):
-    from benchmark.diffusion import create_diffusion
-
     train = create_diffusion(timestep_respacing=None, learn_sigma=False, diffusion_steps=config.diffusion_steps)
     # DiT's fixed variance when sigma is not learned is beta_t ("large"). Its last steps add noise about as wide as the
     # sharp target modes, so the unguided model leaves some samples off the support, which guidance must pull back.
@@ -175,7 +128,6 @@ def guidance_field(
 
 
 def run_toy(config: ToyConfig, progress: bool = True) -> ToyResult:
-    config.validate()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -240,16 +192,10 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
     # The fields are drawn where the guidance decides the outcome: around the target and its neighbouring source
     # modes, placed in x_t coordinates (data scaled by sqrt(alpha_bar_t)).
     fields, alpha_bar = {}, {}
-    for t in config.field_ts:
+    for t in config.field_t:
         alpha_bar[t] = float(train_diffusion.alphas_cumprod[t])
         center = alpha_bar[t] ** 0.5 * target.mean()
         for m in ("cfg", "dog"):
             fields[(m, t)] = guidance_field(m, finetuned, pretrained, config.field_class, t, center, FIELD_HALF_WIDTH)
     return ToyResult(config, source, target, target_x, target_y, sample_y, samples, rows, fields, alpha_bar,
                      pretrained, finetuned, timings)
-
-
-def config_dict(config: ToyConfig) -> dict:
-    d = asdict(config)
-    d["w_grid"] = list(config.w_grid)
-    return d

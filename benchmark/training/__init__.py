@@ -3,6 +3,7 @@
     from benchmark.training import finetune, pretrain, TrainSettings
     ema_path = finetune("DiT-XL-2-256x256.pt", "food101", "results/paper/food101/finetune", {"steps": 24000})
 """
-from benchmark.training.run import TrainSettings, finetune, pretrain
+from benchmark.training.run import finetune, pretrain
+from benchmark.training.settings import LaunchSettings, TrainSettings
 
-__all__ = ["TrainSettings", "finetune", "pretrain"]
+__all__ = ["LaunchSettings", "TrainSettings", "finetune", "pretrain"]

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_torch_save
 
 
@@ -38,11 +38,6 @@ class StepCheckpoint(L.Callback):
                                 f"the previous checkpoint is intact: free disk space and rerun to resume") from e
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).splitlines()[0][:160] if str(e) else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 class SafeWandbLogger(WandbLogger):
     """W&B is a record, never a requirement: the first failure is one warning, then the logger is silent."""
 
@@ -55,7 +50,7 @@ class SafeWandbLogger(WandbLogger):
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - no W&B problem may stop training
             self.broken = True
-            warnings.warn(f"W&B {what} failed ({_first_line(e)}); training continues without W&B", RuntimeWarning)
+            warnings.warn(f"W&B {what} failed ({first_line(e)}); training continues without W&B", RuntimeWarning)
             return None
 
     def log_metrics(self, metrics, step=None):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from benchmark.cli import UserError
+from benchmark.errors import UserError
 
 PRELOAD_LIMIT_BYTES = 2 << 30  # pixel sets up to 2 GiB of uint8 are cropped once and kept in memory
 

@@ -6,64 +6,24 @@ One W&B run per evaluated (dataset, method, w): group ``<experiment>/<dataset>``
 ``<experiment>-leaderboard`` (job type ``leaderboard``), holds the leaderboard and the runs as tables, metric-vs-w
 line charts per dataset and the PNG figures.
 
-Mode ``auto`` logs online when credentials exist ($WANDB_API_KEY, or a netrc entry that ``wandb login`` writes)
-and offline otherwise; $WANDB_MODE, when set, decides instead. Offline runs are written to
+The mode follows ``benchmark.tracking.resolve_mode``. Offline runs are written to
 ``results/<experiment>/wandb/offline-run-*``; upload them later with ``wandb sync results/<experiment>/wandb/offline-run-*``.
 """
 from __future__ import annotations
 
-import netrc
 import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+import wandb
 
+from benchmark.errors import first_line
+from benchmark.harness.leaderboard import aggregate_seeds, present_metrics
 from benchmark.io import config_hash
-
-MODES = ("online", "offline", "disabled")
-
-
-def has_wandb_credentials() -> bool:
-    """True when wandb could log in without asking: $WANDB_API_KEY, or a netrc entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(mode: str = "auto", enabled: bool = True) -> str:
-    """The W&B mode to use: online, offline or disabled (see the module docstring for ``auto``)."""
-    if not enabled or mode == "disabled":
-        return "disabled"
-    if mode == "auto":
-        env = os.environ.get("WANDB_MODE", "").lower()
-        if env in MODES:
-            return env
-        return "online" if has_wandb_credentials() else "offline"
-    if mode == "online" and not has_wandb_credentials():
-        _warn("mode online was asked for but no credentials were found (WANDB_API_KEY or `wandb login`); logging offline")
-        return "offline"
-    if mode not in MODES:
-        raise ValueError(f"unknown W&B mode {mode!r}; choose auto, online, offline or disabled")
-    return mode
-
-
-def _warn(message: str) -> None:
-    print(f"warning: W&B: {message}", file=sys.stderr)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
+from benchmark.tracking import warn
 
 def run_name(dataset: str, method: str, w: float, seed: Optional[int] = None) -> str:
     name = f"{dataset}-{method}-w{float(w):g}"
@@ -125,19 +85,11 @@ class WandbTracker(NullTracker):
         self.enabled = True
         self.logged = 0
         self._config_hash = config_hash(self.config)
-        try:
-            import wandb
-        except ImportError:
-            _warn("the wandb package is not installed (pip install wandb); continuing without W&B")
-            self.enabled = False
-            return
-        self._wandb = wandb
 
     def _log(self, what: str, data_fn, **init_kwargs) -> None:
         """Start a W&B run, log ``data_fn(wandb)``, finish. Any failure disables the tracker with one warning."""
         if not self.enabled:
             return
-        wandb = self._wandb
         run = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -155,7 +107,7 @@ class WandbTracker(NullTracker):
             run.finish()
             self.logged += 1
         except Exception as e:  # W&B must never fail the benchmark
-            _warn(f"logging {what} failed ({_first_line(e)}); continuing without W&B")
+            warn(f"logging {what} failed ({first_line(e)}); continuing without W&B")
             self.enabled = False
             if run is not None:
                 try:
@@ -180,8 +132,6 @@ class WandbTracker(NullTracker):
 
     def log_summary(self, leaderboard, runs=None, figures=None) -> None:
         """The leaderboard (and runs) as wandb.Table, metric-vs-w line charts per dataset, and figure PNGs."""
-        from benchmark.harness.leaderboard import aggregate_seeds, present_metrics
-
         def data(wandb):
             logged: dict[str, Any] = {"leaderboard": wandb.Table(dataframe=_plain(leaderboard))}
             if runs is not None and len(runs):
@@ -214,7 +164,7 @@ class WandbTracker(NullTracker):
 def make_tracker(experiment, results_root: Optional[str | os.PathLike] = None):
     """The tracker an ``Experiment`` asks for: a WandbTracker, or a NullTracker when W&B is disabled."""
     settings = experiment.tracking.wandb
-    mode = resolve_mode(settings.mode, settings.enabled)
+    mode = settings.resolved_mode()
     if mode == "disabled":
         return NullTracker()
     return WandbTracker(experiment.name, experiment.to_dict(), project=settings.project, entity=settings.entity,

@@ -1,0 +1,42 @@
+"""``dogbench run``: every stage of an experiment for every dataset, then the report."""
+from __future__ import annotations
+
+import sys
+
+from benchmark.devices import resolve_device
+from benchmark.errors import UserError
+from benchmark.harness.loading import load_experiment
+from benchmark.harness.run import STAGE_ORDER, run_experiment
+
+
+def configure(p, name: str) -> None:
+    p.add_argument("--exp", default="default", help="experiment: a name in ./experiments or the package's, or a YAML "
+                                                    "path (default: default)")
+    p.add_argument("--datasets", default=None, help="comma-separated subset of the experiment's datasets (default: all)")
+    p.add_argument("--stages", default=",".join(STAGE_ORDER), help=f"comma-separated stages to run (default: "
+                                                                   f"{','.join(STAGE_ORDER)})")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--results-root", default=None, help="where <experiment>/ goes (default: $DOGBENCH_RESULTS, "
+                                                        "else results/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sampling.num_samples=500")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    exp = load_experiment(args.exp, args.overrides)
+    datasets = None
+    if args.datasets:
+        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        unknown = [d for d in datasets if d not in exp.datasets]
+        if unknown:
+            raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.datasets)}); "
+                            f"add them to its datasets or override datasets=[...]")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGE_ORDER]
+    if bad:
+        raise UserError(f"unknown stage(s) {','.join(bad)}; choose from {','.join(STAGE_ORDER)}")
+    device = str(resolve_device(args.device))
+    run_experiment(exp, datasets, stages, device, args.results_root,
+                   progress=not args.no_progress and sys.stderr.isatty())
+    return 0

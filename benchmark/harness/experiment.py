@@ -1,0 +1,277 @@
+"""The experiment: one schema composed of the sections each layer owns.
+
+    source:     benchmark.models.settings.SourceSettings        (the pre-trained model, DoG's guide)
+    finetune:   benchmark.training.settings.TrainSettings        (the fine-tuning recipe)
+    sampling:   benchmark.sampling.settings.SamplingSettings     (how samples are made)
+    evaluation: benchmark.metrics.settings.EvaluationSettings    (+ select_by, the harness's selection rule)
+    sweep:      SweepSettings                                    (dogbench sweep's Optuna search)
+    tracking:   benchmark.tracking.WandbSettings under ``wandb``
+
+plus the experiment's own keys below. Every field has a default; the defaults are the paper's protocol (Zhong et
+al., ICLR 2025). Only ``datasets`` must be given. Relative paths (``source.checkpoint``, ``autoencoder`` as a
+folder, ``data_root``) are relative to the experiment file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
+
+from benchmark.data import dataset_names
+from benchmark.errors import did_you_mean
+from benchmark.guidance import W_DECIMALS, GuidanceScale
+from benchmark.io import data_root, results_root
+from benchmark.metrics.registry import columns_of
+from benchmark.metrics.settings import EvaluationSettings
+from benchmark.models.settings import AUTOENCODER_NAMES, SourceSettings
+from benchmark.sampling.settings import SamplingSettings
+from benchmark.settings import Count, Index, Real, Settings
+from benchmark.tracking import WandbSettings
+from benchmark.training.settings import TrainSettings
+
+METHODS = ("none", "cfg", "dog")
+
+
+def _as_list(value: Any) -> Any:
+    """``datasets=cub100-32`` on the command line means a list of one."""
+    return value if value is None or isinstance(value, (list, tuple, dict, Settings)) else [value]
+
+
+class Evaluation(EvaluationSettings):
+    select_by: str = "fid"
+    """the runs.csv column that picks each method's best w; one the metrics produce"""
+
+    @model_validator(mode="after")
+    def _select_by_is_produced(self):
+        columns = columns_of(self.metrics)
+        if self.select_by not in columns:
+            raise ValueError(f"select_by={self.select_by!r} is not produced by metrics={self.metrics}"
+                             f"{did_you_mean(self.select_by, columns)}; choose one of {', '.join(columns)}")
+        return self
+
+
+class SweepSettings(Settings):
+    """The Optuna search over w (``dogbench sweep``): cheap low-fidelity trials, then the full evaluation."""
+
+    sampler: Literal["tpe", "random", "grid", "qmc"] = "tpe"
+    """Optuna sampler (grid walks w_grid)"""
+    trials: Count = 20
+    """trials per (dataset, method)"""
+    low_fidelity_samples: Count = 1000
+    """images per trial before the full evaluation (capped at sampling.num_samples)"""
+    storage: Optional[str] = None
+    """Optuna storage URL (sqlite:///FILE, postgresql://..., mysql://...); null = results/<name>/sweep.db"""
+    w_range: Optional[list[GuidanceScale]] = None
+    """[low, high] searched; null = the span of w_grid"""
+    seed: Index = 0
+    """sampler seed"""
+
+    @field_validator("w_range")
+    @classmethod
+    def _range(cls, value):
+        if value is not None and (len(value) != 2 or value[0] >= value[1]):
+            raise ValueError(f"must be [low, high] with low < high, e.g. [1.0, 3.0], got {value}")
+        return value
+
+
+class Tracking(Settings):
+    wandb: WandbSettings = WandbSettings()
+
+
+class WRange(Settings):
+    """start, start + step, ... up to and including stop."""
+
+    start: GuidanceScale
+    stop: GuidanceScale
+    step: Real = Field(gt=0, le=20)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.stop < self.start:
+            raise ValueError(f"stop={self.stop} is below start={self.start}; swap them")
+        if round(self.step, W_DECIMALS) == 0:
+            raise ValueError(f"step={self.step} rounds to 0 at {W_DECIMALS} decimals; use a step >= 0.0001")
+        return self
+
+    def values(self) -> list[float]:
+        # the 1e-9 absorbs float error so that (2.5 - 1.0) / 0.1 = 14.999999999999998 still reaches 2.5
+        count = int(math.floor((self.stop - self.start) / self.step + 1e-9)) + 1
+        return sorted({round(self.start + i * self.step, W_DECIMALS) for i in range(count)})
+
+
+# A grid of w: a list, or {start, stop, step}. The discriminator validates only the form the user wrote, so an error
+# names the problem in that form (the tags contain brackets, which error messages leave out of the key).
+WGrid = Annotated[Union[Annotated[list[GuidanceScale], Tag("[list]")], Annotated[WRange, Tag("{range}")]],
+                  Discriminator(lambda v: "{range}" if isinstance(v, (dict, WRange)) else "[list]")]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One sample set the harness makes: dataset x method x w x sampling seed."""
+
+    dataset: str
+    method: str
+    w: float
+    seed: int
+
+
+def canonical_method(method: str, w: float) -> str:
+    """w = 1 is the unguided conditional sample whatever the guide: cfg and dog at w = 1 *are* the ``none`` run."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    w = round(float(w), W_DECIMALS)
+    if method == "none" and w != 1.0:
+        raise ValueError(f"method 'none' is fine-tune only and has w = 1, got w={w}")
+    return "none" if w == 1.0 else method
+
+
+class Experiment(Settings):
+    """Everything a benchmark run does; ``load_experiment`` reads it from YAML."""
+
+    name: str
+    """results go to results/<name>/ (default: the file's name without .yaml)"""
+    datasets: list[str]
+    """target datasets, registry names of benchmark.data (e.g. caltech101-32, cub100-32, food101)"""
+    description: str = ""
+    data_root: Optional[str] = None
+    """where datasets live; null = $DOGBENCH_DATA, else ../shared/data beside the repo, else ./data"""
+    source: SourceSettings = SourceSettings()
+    autoencoder: str = "sd-vae-ft-ema"
+    """image <-> latent map: sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space), or a local diffusers folder"""
+    finetune: TrainSettings = TrainSettings()
+    methods: list[Literal["none", "cfg", "dog"]] = list(METHODS)
+    """guidance methods compared: none (fine-tune only, w = 1), cfg, dog"""
+    w_grid: WGrid = WRange(start=1.0, stop=2.5, step=0.1)
+    """guidance scales of cfg and dog: a list, or {start, stop, step} with stop included; each in [0, 20]"""
+    sampling: SamplingSettings = SamplingSettings()
+    evaluation: Evaluation = Evaluation()
+    seeds: list[Index] = [0]
+    """sampling seeds; more than one gives a mean and spread per w"""
+    sweep: SweepSettings = SweepSettings()
+    tracking: Tracking = Tracking()
+
+    _path: Optional[Path] = PrivateAttr(default=None)  # the YAML file (not part of the config or its hash)
+
+    @field_validator("datasets", "methods", "seeds", "w_grid", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("name")
+    @classmethod
+    def _directory_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"{value!r} is used as a directory name; use letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("datasets", "methods", "seeds")
+    @classmethod
+    def _unique_nonempty(cls, value: list, info) -> list:
+        if not value:
+            raise ValueError(f"is empty; give at least one value, e.g. {info.field_name}=[...]")
+        twice = sorted({str(v) for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once; remove the duplicates")
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _registered(cls, value: list) -> list:
+        known = dataset_names()
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
+        return value
+
+    @field_validator("w_grid")
+    @classmethod
+    def _sorted_grid(cls, value):
+        return sorted(set(value)) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _autoencoder(self):
+        if self.autoencoder not in AUTOENCODER_NAMES and not Path(self.autoencoder).expanduser().is_absolute() \
+                and not re.search(r"[/\\]", self.autoencoder):
+            raise ValueError(f"autoencoder={self.autoencoder!r} is unknown{did_you_mean(self.autoencoder, AUTOENCODER_NAMES)}"
+                             f" (use {', '.join(AUTOENCODER_NAMES)}, or a diffusers AutoencoderKL folder)")
+        if self.autoencoder != "identity" and self.source.image_size % 8:
+            raise ValueError(f"source.image_size={self.source.image_size} is not a multiple of 8, which the VAE "
+                             f"needs; use e.g. 256, or autoencoder=identity for pixel space")
+        return self
+
+    # -- paths ------------------------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Optional[Path]:
+        return self._path
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A path written in the experiment: absolute or ~ as written, otherwise relative to the experiment file
+        (to the working directory for an experiment built in code)."""
+        path = Path(path).expanduser()
+        if path.is_absolute():
+            return path
+        return (self._path.parent if self._path else Path.cwd()) / path
+
+    def source_checkpoint(self) -> str:
+        """``source.checkpoint`` as a path when it names a file, else as written (a release name to look up)."""
+        path = self.resolve(self.source.checkpoint)
+        return str(path) if path.exists() else self.source.checkpoint
+
+    def autoencoder_spec(self) -> str:
+        """``autoencoder`` with a folder resolved against the experiment file; names stay names."""
+        if self.autoencoder in AUTOENCODER_NAMES:
+            return self.autoencoder
+        return str(self.resolve(self.autoencoder))
+
+    def data_dir(self) -> Path:
+        return data_root(self.resolve(self.data_root) if self.data_root else None)
+
+    def results_dir(self, root: Optional[str | os.PathLike] = None) -> Path:
+        """results/<name>/ (or <root>/<name>/; $DOGBENCH_RESULTS moves results/)."""
+        return results_root(root) / self.name
+
+    # -- what to run ------------------------------------------------------------------------------------------------
+
+    def w_values(self) -> list[float]:
+        """The guidance scales of cfg and dog, ascending, rounded to 4 decimals."""
+        return list(self.w_grid) if isinstance(self.w_grid, list) else self.w_grid.values()
+
+    def runs(self, dataset: Optional[str] = None) -> list[RunSpec]:
+        """Every sample set to make, without duplicates: cfg and dog at w = 1 appear once, as ``none``."""
+        specs = []
+        for ds in [dataset] if dataset is not None else self.datasets:
+            for method in self.methods:
+                for w in [1.0] if method == "none" else self.w_values():
+                    for seed in self.seeds:
+                        spec = RunSpec(ds, canonical_method(method, w), w, seed)
+                        if spec not in specs:
+                            specs.append(spec)
+        return specs
+
+    # -- sweeps -----------------------------------------------------------------------------------------------------
+
+    def sweep_storage(self, root: Optional[str | os.PathLike] = None) -> str:
+        """The Optuna storage URL: ``sweep.storage``, else a sqlite file in the results directory."""
+        if self.sweep.storage:
+            return self.sweep.storage
+        return f"sqlite:///{(self.results_dir(root) / 'sweep.db').resolve()}"
+
+    def sweep_num_samples(self) -> int:
+        """Images per sweep trial: sweep.low_fidelity_samples, at most sampling.num_samples."""
+        return min(self.sweep.low_fidelity_samples, self.sampling.num_samples)
+
+    def sweep_w_range(self) -> tuple[float, float]:
+        values = self.w_values()
+        return tuple(self.sweep.w_range) if self.sweep.w_range else (min(values), max(values))
+
+    # -- serialization ----------------------------------------------------------------------------------------------
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -1,0 +1,57 @@
+"""Stage identities: the settings that determine one stage's output, and nothing else.
+
+Each stage's output lands in a folder named by the hash of its identity, so a rerun finds finished work, a changed
+setting makes new work beside the old, and nothing finished is overwritten. Paths, worker counts, inference batch
+sizes, checkpoint frequency, torch.compile, descriptions and the w selection rule are left out: they change how
+fast or where, not what. Each stage contains the one before it:
+
+    latents (dataset, image size, autoencoder) < finetune (+ source model, fine-tune settings)
+    < sample (+ method, w, seed, sampling settings) < evaluate (+ metrics, reference split)
+
+The data's own fingerprint is for the caller to add.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from benchmark.guidance import W_DECIMALS
+from benchmark.harness.experiment import Experiment, canonical_method
+from benchmark.io import config_hash
+
+STAGES = ("latents", "finetune", "sample", "evaluate")
+NOT_IDENTITY = {
+    "finetune": ("num_workers", "checkpoint_every"),   # how fast / how often saved, not what is learned
+    "sampling": ("batch_size", "compile"),             # sample i depends only on (seed, i), not on its batch
+    "sampling_unguided": ("guided_channels", "guidance_interval"),  # cannot change unguided samples
+}
+
+
+def stage_config(exp: Experiment, stage: str, dataset: str, method: Optional[str] = None, w: Optional[float] = None,
+                 seed: Optional[int] = None) -> dict:
+    """The identity of ``stage``'s output for ``dataset`` (and, from ``sample`` on, one method, w and seed)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    config: dict[str, Any] = {"dataset": dataset, "image_size": exp.source.image_size, "autoencoder": exp.autoencoder}
+    if stage == "latents":
+        return config
+    finetune = {k: v for k, v in exp.finetune.to_dict().items() if k not in NOT_IDENTITY["finetune"]}
+    config.update(source=exp.source.to_dict(), finetune=finetune)
+    if stage == "finetune":
+        return config
+    if method is None or w is None or seed is None:
+        raise ValueError(f"stage {stage!r} needs method, w and seed")
+    w = round(float(w), W_DECIMALS)
+    method = canonical_method(method, w)
+    sampling = {k: v for k, v in exp.sampling.to_dict().items() if k not in NOT_IDENTITY["sampling"]}
+    if method == "none":
+        for key in NOT_IDENTITY["sampling_unguided"]:
+            sampling.pop(key)
+    config.update(method=method, w=w, seed=int(seed), sampling=sampling)
+    if stage == "sample":
+        return config
+    config["evaluation"] = {"metrics": list(exp.evaluation.metrics), "ref_split": exp.evaluation.ref_split}
+    return config
+
+
+def stage_hash(exp: Experiment, stage: str, dataset: str, **kwargs) -> str:
+    return config_hash(stage_config(exp, stage, dataset, **kwargs))

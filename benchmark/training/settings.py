@@ -1,0 +1,57 @@
+"""The training recipe (``finetune:`` in an experiment; the flags of ``dogbench finetune / pretrain``) and how a
+run is launched. The defaults are the paper's fine-tuning protocol: DiT-XL/2, 24k steps at batch 32, AdamW 1e-4,
+EMA 0.9999, label dropout 0.1."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Union
+
+from pydantic import Field
+
+from benchmark.settings import Count, Index, Precision, Real, Settings
+
+
+class TrainSettings(Settings):
+    """What is trained: every field but ``steps``, ``checkpoint_every`` and ``num_workers`` is part of the run's
+    identity (a run directory refuses to resume with other values)."""
+
+    steps: Count = 24000
+    """optimizer steps"""
+    global_batch_size: Count = 32
+    """images per optimizer step, summed over all devices"""
+    lr: Real = Field(1.0e-4, gt=0, le=1)
+    """AdamW learning rate (constant)"""
+    weight_decay: Real = Field(0.0, ge=0)
+    """AdamW weight decay"""
+    ema_decay: Real = Field(0.9999, ge=0, lt=1)
+    """decay of the weights' EMA, updated every step (sampling uses the EMA)"""
+    label_dropout: Real = Field(0.1, ge=0, lt=1)
+    """probability that a label is replaced by the null label (trains CFG's unconditional branch)"""
+    precision: Precision = "bf16"
+    """fp32, tf32 (fp32 weights, TF32 matmuls) or bf16 (bf16-mixed autocast); CPUs always train in fp32"""
+    split: Literal["train", "all"] = "train"
+    """images fine-tuned on: the train split, or all images (the public DoG code fine-tunes on the full set)"""
+    checkpoint_every: Count = 2000
+    """optimizer steps between resumable checkpoints"""
+    num_workers: Index = 4
+    """data-loader processes per device"""
+    seed: Index = 0
+    """seed of the new label table / initialisation, data order, noise and label dropout"""
+
+    # how fast a run goes or how long it is, not what it computes: may differ on resume
+    NOT_IDENTITY: ClassVar[tuple] = ("steps", "checkpoint_every", "num_workers")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_IDENTITY}
+
+
+class LaunchSettings(Settings):
+    """Where a training run executes. Under torchrun (or SLURM) the run joins the existing processes."""
+
+    devices: Union[int, str] = 1
+    """devices per node: a count, a list such as 0,1, or auto (every visible device)"""
+    num_nodes: Count = 1
+    """machines"""
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    """hardware; auto = a GPU when there is one"""
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = "auto"
+    """Lightning strategy; fsdp shards the model and its EMA"""
