@@ -13,10 +13,12 @@ install:
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# The fast suite (CPU, a few minutes); `make test-all` adds the slow tests.
+# The fast suite (CPU, a few minutes): the development loop.
 test:
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(ARGS)
 
+# Everything CI runs: the fast suite plus the slow tests (multi-process, kill-and-resume, statistics checks);
+# tests marked gpu skip without CUDA.
 test-all:
 	$(BIN)/python -m pytest -q $(ARGS)
 

@@ -1,8 +1,13 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
+
+from benchmark.models import DiT, export_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -14,13 +19,24 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def run_if(*, gpu: bool = False, shared_data: str | None = None, fixtures: bool = False):
+    """The one skip helper: a test that needs a CUDA device, a file or folder of ../shared/data (relative path),
+    or ../shared/fixtures is skipped with the reason when it is missing."""
+    reasons = []
+    if gpu and not torch.cuda.is_available():
+        reasons.append("needs a CUDA device")
+    if shared_data and not (SHARED_DATA / shared_data).exists():
+        reasons.append(f"needs ../shared/data/{shared_data}")
+    if fixtures and not FIXTURES.is_dir():
+        reasons.append("needs ../shared/fixtures")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "runs")
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    gpu = run_if(gpu=True)
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "gpu" in item.keywords:  # every test marked gpu goes through the one helper
+            item.add_marker(gpu)
 
 
 def tiny_dit_config(**kw):
@@ -32,8 +48,6 @@ def tiny_dit_config(**kw):
 
 @pytest.fixture
 def tiny_dit():
-    from benchmark.models import DiT
-
     torch.manual_seed(0)
     model = DiT(**tiny_dit_config())
     # adaLN-Zero makes a fresh DiT output zeros; randomise everything so tests see a real function
@@ -64,3 +78,37 @@ def tiny_vae_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("vae") / "tiny-vae"
     vae.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path, monkeypatch):
+    """A whole experiment in seconds: a tiny random source DiT, 3 classes x 5 real 32x32 Caltech-101 images in a
+    class-folder dataset, fd_effnet, w in {1, 2}. Returns (YAML path, results root)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data = np.load(SHARED_DATA / "caltech101" / "caltech101_32.npz")
+    target = tmp_path / "target"
+    for k, cls in enumerate([0, 1, 2]):  # 3 real classes, 5 images each
+        idx = np.flatnonzero(data["labels"] == cls)[:5]
+        (target / f"class{k}").mkdir(parents=True)
+        for i in idx:
+            Image.fromarray(data["images"][i]).save(target / f"class{k}" / f"{i}.png")
+    torch.manual_seed(0)
+    source = DiT(**tiny_dit_config())
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(0, 0.1)
+    export_checkpoint(source, tmp_path / "source.pt", autoencoder="identity")
+    config = {
+        "name": "tiny", "datasets": ["folder"], "data_root": str(target),
+        "source": {"checkpoint": str(tmp_path / "source.pt"), "model": tiny_dit_config(), "num_classes": 5, "image_size": 8},
+        "autoencoder": "identity",
+        "finetune": {"steps": 3, "global_batch_size": 4, "ema_decay": 0.9, "precision": "fp32",
+                     "checkpoint_every": 2, "num_workers": 0},
+        "methods": ["none", "cfg", "dog"], "w_grid": [1.0, 2.0],
+        "sampling": {"num_samples": 6, "steps": 3, "batch_size": 4, "guided_channels": None, "clip_denoised": True},
+        "evaluation": {"metrics": ["fd_effnet"], "ref_split": "all", "batch_size": 8, "select_by": "fd_effnet"},
+        "tracking": {"wandb": {"enabled": True, "mode": "offline"}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, tmp_path / "results"

@@ -7,11 +7,12 @@ import urllib.error
 
 import pytest
 
-from benchmark.cli import build_parser, main
+from benchmark.cli import main
 from benchmark.data import DATASETS, downloads
-from miniature import write_miniature
 from benchmark.data.prepare import verify
 from benchmark.io import REPO_ROOT
+from conftest import run_if
+from miniature import write_miniature
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +32,6 @@ def run(capsys, *argv):
     code = main(["prepare", *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def test_prepare_is_a_dogbench_command():
-    args = build_parser().parse_args(["prepare", "cub200", "--root", "/x", "--download"])
-    assert args.dataset == "cub200" and args.root == "/x" and args.download and callable(args.func)
 
 
 def test_counts_checked_against_the_official_ones(tmp_path, capsys):
@@ -145,7 +141,7 @@ def test_incomplete_layout_is_one_line(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "missing train_test_split.txt" in err
 
 
-@pytest.mark.skipif(not (REPO_ROOT.parent / "shared" / "data" / "cub100").is_dir(), reason="no shared data")
+@run_if(shared_data="cub100")
 def test_shared_sets_verify(capsys):
     code, out, _ = run(capsys, "cub100-32", "--data-root", str(REPO_ROOT.parent / "shared" / "data"))
     assert code == 0 and "train    2999 images, 100/100 classes, expected 2999" in out

@@ -10,10 +10,10 @@ from PIL import Image
 from benchmark.errors import UserError
 from benchmark.data import ArrayImageDataset, get_dataset, to_tensor_pm1, train_transform
 from benchmark.io import REPO_ROOT
+from conftest import run_if
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (SHARED / "caltech101" / "caltech101_32.npz").is_file(),
-                                reason="shared 32x32 data not present at ../shared/data")
+pytestmark = run_if(shared_data="caltech101/caltech101_32.npz")
 
 
 @pytest.mark.parametrize("name, n_train, n_test, classes", [

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from benchmark.diffusion import create_diffusion, space_timesteps
-from conftest import FIXTURES
+from conftest import FIXTURES, run_if
 
 REF = FIXTURES / "diffusion_reference.pt"
-needs_fixtures = pytest.mark.skipif(not REF.exists(), reason="../shared/fixtures not present")
+needs_fixtures = run_if(fixtures=True)
 SCHEDULES = ["betas", "alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
              "posterior_mean_coef1", "posterior_mean_coef2"]
 

@@ -1,6 +1,5 @@
 """The whole pipeline on a tiny experiment: a tiny random source DiT, a few real 32x32 Caltech-101 images in a
 class-folder dataset, fd_effnet, two w values. Then resume after a kill in each stage, and config invalidation."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -9,42 +8,14 @@ from PIL import Image
 
 from benchmark.cli import main
 from benchmark.models import DiT, export_checkpoint
-from conftest import SHARED_DATA, tiny_dit_config
+from conftest import run_if, tiny_dit_config
 
-NPZ = SHARED_DATA / "caltech101" / "caltech101_32.npz"
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(not NPZ.exists(), reason="../shared/data not present")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), run_if(shared_data="caltech101/caltech101_32.npz")]
 
 
 @pytest.fixture
-def experiment(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    data = np.load(NPZ)
-    target = tmp_path / "target"
-    for k, cls in enumerate([0, 1, 2]):  # 3 real classes, 5 images each
-        idx = np.flatnonzero(data["labels"] == cls)[:5]
-        (target / f"class{k}").mkdir(parents=True)
-        for i in idx:
-            Image.fromarray(data["images"][i]).save(target / f"class{k}" / f"{i}.png")
-    torch.manual_seed(0)
-    source = DiT(**tiny_dit_config())
-    with torch.no_grad():
-        for p in source.parameters():
-            p.normal_(0, 0.1)
-    export_checkpoint(source, tmp_path / "source.pt", autoencoder="identity")
-    config = {
-        "name": "tiny", "datasets": ["folder"], "data_root": str(target),
-        "source": {"checkpoint": str(tmp_path / "source.pt"), "model": tiny_dit_config(), "num_classes": 5, "image_size": 8},
-        "autoencoder": "identity",
-        "finetune": {"steps": 3, "global_batch_size": 4, "ema_decay": 0.9, "precision": "32-true",
-                     "checkpoint_every": 2, "num_workers": 0},
-        "methods": ["none", "cfg", "dog"], "w_grid": [1.0, 2.0],
-        "sampling": {"num_samples": 6, "steps": 3, "batch_size": 4, "guided_channels": None, "clip_denoised": True},
-        "evaluation": {"metrics": ["fd_effnet"], "ref_split": "all", "batch_size": 8, "select_by": "fd_effnet"},
-        "tracking": {"wandb": {"enabled": True, "mode": "offline"}},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, tmp_path / "results"
+def experiment(tiny_experiment):
+    return tiny_experiment
 
 
 def run(path, results, *overrides):
@@ -81,9 +52,8 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     assert len(pngs(results)) == 36
 
 
-@pytest.mark.parametrize("stage", ["sample", pytest.param("finetune", marks=pytest.mark.slow),
-                                   pytest.param("evaluate", marks=pytest.mark.slow),
-                                   pytest.param("report", marks=pytest.mark.slow)])
+@pytest.mark.slow  # kill-and-resume: a few runs of the pipeline each
+@pytest.mark.parametrize("stage", ["sample", "finetune", "evaluate", "report"])
 def test_kill_in_any_stage_then_rerun_gives_the_same_leaderboard(experiment, monkeypatch, stage, tmp_path):
     path, results = experiment
     assert run(path, results) == 0
@@ -146,6 +116,7 @@ def test_latent_space_pipeline_with_a_tiny_vae(experiment, tiny_vae_dir):
         assert image.size == (16, 16)  # decoded back to pixels
 
 
+@pytest.mark.slow  # two processes
 def test_two_optuna_workers_share_one_study(experiment):
     """Two `dogbench sweep` processes on one SQLite storage: the trial budget is shared, no trial is lost or left
     running, low-fidelity pruning runs, and the best w lands in sweeps.csv and the leaderboard's runs."""

@@ -11,6 +11,7 @@ import torchvision
 from PIL import Image
 
 from benchmark.io import file_sha256
+from conftest import SHARED_DATA, run_if
 
 
 def test_same_padding_is_tensorflow_style():
@@ -53,7 +54,6 @@ def test_input_size_follows_dataset_resolution():
     assert effnet_input_size(32) == 128 and effnet_input_size(256) == 224 and effnet_input_size(None) == 224
 
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def shared_images(name: str, split: str, n: int) -> list[Image.Image]:
@@ -77,8 +77,8 @@ def shared_images(name: str, split: str, n: int) -> list[Image.Image]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "caltech101").is_dir() or not (SHARED_DATA / "cifar10").is_dir(),
-                    reason="shared 32x32 data not present")
+@run_if(shared_data="caltech101")
+@run_if(shared_data="cifar10")
 def test_fd_effnet_separates_datasets():
     from benchmark.metrics import extract_features, frechet_distance_from_features
     from benchmark.metrics.effnet import effnet_input_size, effnet_network

@@ -5,9 +5,9 @@ import torch
 
 from benchmark.models import CheckpointError, DiT, build_dit, export_checkpoint, load_dit, reheaded
 from benchmark.models.checkpoint import extract_state_dict, infer_dit_config
-from conftest import FIXTURES, tiny_dit_config
+from conftest import FIXTURES, run_if, tiny_dit_config
 
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixtures not present")
+needs_fixtures = run_if(fixtures=True)
 
 
 @needs_fixtures

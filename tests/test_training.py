@@ -20,11 +20,10 @@ from benchmark.harness.loading import load_experiment
 from benchmark.tracking import WandbSettings
 from benchmark.training import LaunchSettings, TrainSettings
 from benchmark.training.run import finetune, pretrain
-from conftest import SHARED_DATA, tiny_dit_config
+from conftest import SHARED_DATA, run_if, tiny_dit_config
 
 CALTECH = "caltech101-32"
-needs_caltech = pytest.mark.skipif(not (SHARED_DATA / "caltech101" / "caltech101_32.npz").is_file(),
-                                   reason="shared caltech101-32 data not present")
+needs_caltech = run_if(shared_data="caltech101/caltech101_32.npz")
 SMALL = {"steps": 6, "global_batch_size": 8, "checkpoint_every": 3, "num_workers": 0, "lr": 1e-3, "ema_decay": 0.9}
 QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=WandbSettings(enabled=False), progress=False,
              max_images=64)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from benchmark.models import DiT, export_checkpoint, load_dit
-from conftest import REPO, SHARED_DATA, tiny_dit_config
+from conftest import REPO, SHARED_DATA, run_if, tiny_dit_config
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "caltech101" / "caltech101_32.npz").is_file(),
-                    reason="shared caltech101-32 data not present")
+@pytest.mark.slow
+@run_if(shared_data="caltech101/caltech101_32.npz")
 def test_two_process_ddp_on_cpu(tmp_path):
     torch.manual_seed(0)
     export_checkpoint(DiT(**tiny_dit_config()), tmp_path / "source.pt", autoencoder="identity")

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from benchmark.errors import UserError
 
@@ -122,8 +123,6 @@ class ImageDataset(torch.utils.data.Dataset):
     def check_images(self, progress: bool = True) -> int:
         """Decode every image; drop the unreadable ones (warning once with their count) and return how many.
         More than 1% unreadable raises UserError."""
-        from tqdm import tqdm
-
         bad, example = [], ""
         for i in tqdm(range(len(self)), desc=f"checking {self.name} {self.split}", disable=not progress,
                       unit="img", leave=False):

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 
+from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+
 from benchmark.io import NetworkError, probe
 
 # what a failed transfer raises (urllib wraps most in URLError; a dropped connection mid-file does not)
@@ -21,15 +23,11 @@ NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.g
 
 
 def download_and_extract(url: str, target: Path, extract_to: Path, md5: Optional[str]) -> None:
-    """torchvision's downloader (progress bar, md5 check, tar/zip/gz extraction), imported only when used."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
+    """torchvision's downloader (progress bar, md5 check, tar/zip/gz extraction)."""
     download_and_extract_archive(url, download_root=str(target), extract_root=str(extract_to), md5=md5)
 
 
 def extract(archive: Path, to: Path) -> None:
-    from torchvision.datasets.utils import extract_archive
-
     extract_archive(str(archive), str(to))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.io import loadmat
 
 from benchmark.data.dataset import IMAGE_EXTENSIONS, is_image_file
 
@@ -138,8 +139,6 @@ _CARS_DEVKIT = ("devkit", "car_devkit/devkit", ".")
 
 
 def _mat_records(path: Path, key: str) -> np.ndarray:
-    from scipy.io import loadmat
-
     return np.atleast_1d(loadmat(path, squeeze_me=True)[key])
 
 

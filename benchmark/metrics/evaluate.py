@@ -4,10 +4,14 @@ statistics, with the protocol that produced every number. The metrics are descri
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+
+from benchmark.data import get_dataset
 from benchmark.devices import default_device
 from benchmark.errors import UserError
 from benchmark.io import atomic_write_json, config_hash, read_json
@@ -54,8 +58,6 @@ def samples_fingerprint(samples_dir) -> str:
 def resolve_dataset(dataset, ref_split: str, data_root):
     if not isinstance(dataset, str):
         return dataset  # an ImageDataset already (its own split is the reference split)
-    from benchmark.data import get_dataset
-
     return get_dataset(dataset, split=ref_split, root=data_root)
 
 
@@ -141,10 +143,6 @@ def _merge_into(path: Path, result: dict, fingerprint: str | None) -> dict:
 
 
 def _free_device_memory():
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -71,7 +71,7 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
     (``sd-vae-ft-ema``), read from the local directory or the Hugging Face cache (downloaded only when online)."""
     if spec in (None, "", "identity", "none", "pixel"):
         return IdentityAutoencoder()
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
 
     spec = str(spec)
     repo_id = VAE_ALIASES.get(spec, spec)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from benchmark.io import NetworkError, probe
+from benchmark.io import NetworkError, atomic_torch_save, probe
 from benchmark.models.dit import DiT, dit_config
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
@@ -203,7 +203,5 @@ def reheaded(model: DiT, num_classes: int, seed: Optional[int] = None) -> DiT:
 
 def export_checkpoint(model: DiT, path: str | os.PathLike, ema_state: Optional[dict] = None, **metadata) -> None:
     """Save an EMA-only sampling checkpoint: ``{"ema": weights, "config": constructor args, ...metadata}``."""
-    from benchmark.io import atomic_torch_save
-
     state = ema_state if ema_state is not None else model.state_dict()
     atomic_torch_save({"ema": {k: v.detach().cpu() for k, v in state.items()}, "config": dict(model.config), **metadata}, path)

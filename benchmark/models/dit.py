@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark.guidance import guide
+
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN: per-sample affine transform of every token (shift/scale are (N, D), x is (N, T, D))."""
@@ -249,8 +251,6 @@ class DiT(nn.Module):
     def forward_with_cfg(self, x: Tensor, t: Tensor, y: Tensor, cfg_scale: float) -> Tensor:
         """The reference's CFG forward: the batch holds the conditional half then the null-label half of the same
         inputs; both halves get uncond + s * (cond - uncond) on the first 3 eps channels, the rest unchanged."""
-        from benchmark.guidance import guide
-
         half = x[: len(x) // 2]
         out = self.forward(torch.cat([half, half]), t, y)
         cond, uncond = out.chunk(2)

@@ -7,14 +7,14 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from .data import GaussianMixture
+from benchmark.metrics.frechet import frechet_distance as shared
+from benchmark.toy.data import GaussianMixture
 
 OOD_RADIUS = 3.0  # in Mahalanobis units (target stds): farther than this from every target mode is out of domain
 
 
 def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
     """The project's Frechet distance (benchmark.metrics.frechet) on torch statistics."""
-    from benchmark.metrics.frechet import frechet_distance as shared
 
     return shared(*(a.double().cpu().numpy() for a in (mu1, cov1, mu2, cov2)))
 

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from typing import Iterator, Optional
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
+from benchmark.data import get_dataset
+from benchmark.data.latents import LatentDataset, build_latent_cache, cache_for, is_pixel_space
+from benchmark.data.transforms import center_crop_arr, eval_transform
 from benchmark.errors import UserError
+from benchmark.models import load_autoencoder
 
 PRELOAD_LIMIT_BYTES = 2 << 30  # pixel sets up to 2 GiB of uint8 are cropped once and kept in memory
 
@@ -60,8 +66,6 @@ class PixelDataset(Dataset):
     ``(x in [-1, 1] of shape (3, r, r), label)``. Small sets are cropped once and kept as uint8."""
 
     def __init__(self, images, resolution: int, preload: Optional[bool] = None, progress: bool = True):
-        from benchmark.data.transforms import center_crop_arr, eval_transform
-
         self.resolution = int(resolution)
         self.labels = torch.as_tensor(np.asarray(images.labels), dtype=torch.long)
         self.num_images = len(images)
@@ -69,8 +73,6 @@ class PixelDataset(Dataset):
             preload = self.num_images * self.resolution ** 2 * 3 <= PRELOAD_LIMIT_BYTES
         self.array: Optional[torch.Tensor] = None
         if preload:
-            from tqdm.auto import tqdm
-
             raw = copy.copy(images)
             raw.transform = None
             self.array = torch.from_numpy(np.stack([
@@ -112,23 +114,16 @@ class TrainingData(L.LightningDataModule):
 
     @property
     def pixel_space(self) -> bool:
-        from benchmark.data.latents import is_pixel_space
-
         return is_pixel_space(self.autoencoder_spec)
 
     def images(self):
         """The ImageDataset to train on (UserError if missing); ``max_images`` keeps an evenly spread subset."""
-        from benchmark.data import get_dataset
-
         images = get_dataset(self.dataset_name, split=self.split, root=self.data_root)
         if self.max_images is not None and self.max_images < len(images):
             images = images.subset(np.linspace(0, len(images) - 1, self.max_images).round().astype(np.int64))
         return images
 
     def latent_cache(self, images, build: bool):
-        from benchmark.data.latents import build_latent_cache, cache_for
-        from benchmark.models import load_autoencoder
-
         autoencoder = load_autoencoder(self.autoencoder_spec)
         if self.resolution % autoencoder.downsample:
             raise UserError(f"image size {self.resolution} is not a multiple of the VAE's downsampling "
@@ -147,8 +142,6 @@ class TrainingData(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
-        from benchmark.data.latents import LatentDataset
-
         images = self.images()
         if self.pixel_space:
             self.train_set = PixelDataset(images, self.resolution, progress=self.progress)
@@ -186,8 +179,6 @@ class TrainingData(L.LightningDataModule):
             raise UserError(f"the checkpoint was trained with other data settings ({', '.join(f'{k}={state[k]!r}' for k in changed)}); "
                             f"use another --out directory or the same settings")
         if state.get("fingerprint") and self.fingerprint and state["fingerprint"] != self.fingerprint:
-            import warnings
-
             warnings.warn(f"{self.dataset_name} changed on disk since the checkpoint was written "
                           f"(fingerprint {state['fingerprint']} -> {self.fingerprint}); resuming on the current data",
                           RuntimeWarning)
