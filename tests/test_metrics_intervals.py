@@ -108,13 +108,14 @@ def shifted_gaussian(rng, n, shift=SHIFT):
 def test_fd_interval_covers_the_sample_size_matched_truth_at_the_nominal_rate():
     n, reference = 200, (np.zeros(DIM), np.eye(DIM))
     truth_rng = np.random.default_rng(0)  # E[FD of n samples] by Monte Carlo
-    truth = np.mean([direct_fd(shifted_gaussian(truth_rng, n), *reference) for _ in range(3000)])
+    truth = np.mean([direct_fd(shifted_gaussian(truth_rng, n), *reference) for _ in range(2000)])
     covered = []
-    for rep in range(100):
-        interval = fd_interval([shifted_gaussian(np.random.default_rng(100 + rep), n)], *reference, resamples=100,
+    for rep in range(80):
+        interval = fd_interval([shifted_gaussian(np.random.default_rng(100 + rep), n)], *reference, resamples=80,
                                seed=rep, level=0.9)
         covered.append(interval.low <= truth <= interval.high)
-    assert 0.8 <= np.mean(covered) <= 0.97, np.mean(covered)
+    print(f"90% intervals covered E[FD at n={n}] = {truth:.4f} in {np.mean(covered):.1%} of {len(covered)} draws")
+    assert 0.8 <= np.mean(covered) <= 0.98
 
 
 def test_a_method_against_itself_under_another_seed_covers_zero_at_the_nominal_rate():
@@ -123,12 +124,13 @@ def test_a_method_against_itself_under_another_seed_covers_zero_at_the_nominal_r
     for rep in range(50):
         rng = np.random.default_rng(1000 + rep)
         a, b = shifted_gaussian(rng, 100), shifted_gaussian(rng, 100)  # the same method, independent noise
-        out = paired_fd_difference([a], [b], *reference, resamples=100, seed=rep, level=0.9)
+        out = paired_fd_difference([a], [b], *reference, resamples=80, seed=rep, level=0.9)
         covered.append(not out["difference"].excludes_zero)
-    assert 0.76 <= np.mean(covered) <= 1.0, np.mean(covered)
+    print(f"90% intervals of FD(A) - FD(A') covered 0 in {np.mean(covered):.1%} of {len(covered)} draws")
+    assert 0.76 <= np.mean(covered) <= 1.0
     rng = np.random.default_rng(7)  # several seeds of different sizes
-    same = [shifted_gaussian(rng, 100), shifted_gaussian(rng, 60)], [shifted_gaussian(rng, 100), shifted_gaussian(rng, 60)]
-    assert not paired_fd_difference(*same, *reference, resamples=100, seed=0)["difference"].excludes_zero
+    a, b = ([shifted_gaussian(rng, 100), shifted_gaussian(rng, 60)] for _ in range(2))
+    assert not paired_fd_difference(a, b, *reference, resamples=100, seed=0)["difference"].excludes_zero
 
 
 def test_a_clearly_better_method_gets_a_difference_excluding_zero():
@@ -174,7 +176,7 @@ def brute_force_resampled_prdc(real, fake, idx, k):
     }
 
 
-@pytest.mark.parametrize("block", [7, 2048])
+@pytest.mark.parametrize("block", [32, 2048])  # several row blocks; one
 def test_prdc_resampler_equals_prdc_and_the_definitions_on_a_resample(block):
     rng = np.random.default_rng(5)
     real, fake = rng.normal(size=(90, 6)), rng.normal(size=(70, 6)) * 1.3 + 0.4

@@ -3,9 +3,9 @@
 What an interval covers
     Every metric here is a statistic of a finite set of generated samples; the reference side (mu_r, Sigma_r for a
     Frechet distance, the real features and their k-NN radii for PRDC) is held fixed. A Frechet distance computed from
-    n samples is biased upwards (roughly by tr(Sigma)/n), and methods are compared at the same n, so that bias is part of
-    the quantity reported: an interval targets E[metric of n samples], the expectation AT THIS SAMPLE SIZE, not the
-    infinite-sample limit.
+    n samples is biased upwards (its mean term alone by tr(Sigma)/n), and methods are compared at the same n, so that
+    bias is part of the quantity reported: an interval targets E[metric of n samples], the expectation AT THIS SAMPLE
+    SIZE, not the infinite-sample limit.
 
 The bias-centred percentile interval
     With the estimate t on all samples and bootstrap replicates t*_1..t*_B with mean m* and quantiles q_lo, q_hi
@@ -16,7 +16,8 @@ The bias-centred percentile interval
     A resample drawn with replacement holds only about 63% distinct samples, so its Frechet distance carries the
     finite-sample bias a second time and the replicates sit above t; the plain percentile interval [q_lo, q_hi] would
     then miss t itself. Shifting the replicates by t - m* keeps their spread (the sampling variability) and centres them
-    on the observed value, which is an unbiased estimate of the target above.
+    on the observed value, which is an unbiased estimate of the target above. Bounds are not clipped to a metric's
+    range (an FD near zero can get a negative lower bound, a precision near one an upper bound above one).
 
 Resampling groups and pairing
     ``bootstrap`` resamples groups: each group is a set of sample indices 0..size-1 redrawn with replacement, and
@@ -46,13 +47,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from benchmark.metrics.frechet import _psd_sqrt
+from benchmark.metrics.frechet import _psd_sqrt  # the one PSD square root of the package
 # the same distance code and tensors as prdc(), so memberships (hence point estimates) are bit-identical to prdc()
 from benchmark.metrics.prdc import NEAREST_K, _as_tensor, _distances, knn_radii
+from benchmark.metrics.registry import PRDC_KEYS
 
 LEVEL = 0.95
 RESAMPLES = 200
-PRDC_KEYS = ("precision", "recall", "density", "coverage")
 
 Indices = Sequence[np.ndarray] | None  # one index array per group, or None for the full sets
 
@@ -109,9 +110,9 @@ def bootstrap_many(statistic: Callable[[Indices], Mapping[str, float]], sizes: S
         if not (np.isfinite(value) and np.isfinite(column).all()):
             raise ValueError(f"statistic {key!r} is not finite on some resample; check the inputs (e.g. a zero "
                              f"denominator)")
-        shift = value - column.mean()  # centre the replicates on the observed value (see the module docstring)
-        q_lo, q_hi = np.quantile(column, [alpha, 1.0 - alpha])
-        intervals[key] = Interval(value, float(q_lo + shift), float(q_hi + shift), level, resamples)
+        # the replicates' spread, centred on the observed value (see the module docstring)
+        q_lo, q_hi = np.quantile(column, [alpha, 1.0 - alpha]) - column.mean()
+        intervals[key] = Interval(value, float(value + q_lo), float(value + q_hi), level, resamples)
     return intervals
 
 
