@@ -213,6 +213,9 @@ class PRDCResampler:
             raise ValueError(f"PRDC needs two (N, D) feature sets of equal D, got {tuple(real_t.shape)} and "
                              f"{tuple(fake_t.shape)}")
         self.k, self.n, self.n_real = k, len(fake_t), len(real_t)
+        if real_radii is not None and real_radii.shape != (self.n_real,):
+            raise ValueError(f"real_radii must hold one radius per real point ({self.n_real}), got "
+                             f"{tuple(real_radii.shape)}; pass the real_radii of a resampler on the same real set")
         self.real_radii = knn_radii(real_t, k, block) if real_radii is None else real_radii.to(real_t.device)
         fake_radii = knn_radii(fake_t, k, block)
         in_real_ball, in_fake_ball = [], []  # (real, fake) index pairs, as prdc() forms its blocks
@@ -225,6 +228,7 @@ class PRDCResampler:
         self._real_ball_pairs = np.concatenate(in_real_ball, axis=1)  # fake [1] lies in the ball of real [0]
         self._fake_ball_pairs = np.concatenate(in_fake_ball, axis=1)  # real [0] lies in the ball of fake [1]
         self._balls_per_fake = np.bincount(self._real_ball_pairs[1], minlength=self.n).astype(np.float64)
+        self._in_some_real_ball = self._balls_per_fake > 0
 
     def _reals_reached(self, pairs: np.ndarray, drawn: np.ndarray) -> float:
         reached = np.zeros(self.n_real, dtype=bool)
@@ -236,7 +240,7 @@ class PRDCResampler:
         m = int(counts.sum())
         drawn = counts > 0
         return {
-            "precision": float(counts @ (self._balls_per_fake > 0) / m),
+            "precision": float(counts @ self._in_some_real_ball / m),
             "recall": self._reals_reached(self._fake_ball_pairs, drawn),
             "density": float(counts @ self._balls_per_fake / m / self.k),
             "coverage": self._reals_reached(self._real_ball_pairs, drawn),
