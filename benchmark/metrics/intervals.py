@@ -16,8 +16,9 @@ The bias-centred percentile interval
     A resample drawn with replacement holds only about 63% distinct samples, so its Frechet distance carries the
     finite-sample bias a second time and the replicates sit above t; the plain percentile interval [q_lo, q_hi] would
     then miss t itself. Shifting the replicates by t - m* keeps their spread (the sampling variability) and centres them
-    on the observed value, which is an unbiased estimate of the target above. Bounds are not clipped to a metric's
-    range (an FD near zero can get a negative lower bound, a precision near one an upper bound above one).
+    on the observed value, which is an unbiased estimate of the target above. (The reflected "basic" interval
+    [2t - q_hi, 2t - q_lo] moves the other way and under-covers for the same reason.) Bounds are not clipped to a
+    metric's range (an FD near zero can get a negative lower bound, a precision near one an upper bound above one).
 
 Resampling groups and pairing
     ``bootstrap`` resamples groups: each group is a set of sample indices 0..size-1 redrawn with replacement, and
