@@ -43,7 +43,8 @@ def test_shipped_experiments_load():
     assert paper.evaluation.metrics == ["fid", "fd_dinov2"]
     assert paper.w_values() == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5]
     # none once, cfg and dog at the 15 guided w, per dataset
-    assert len(paper.runs()) == 7 * (1 + 2 * 15)
+    assert len(paper.selection_runs()) == 7 * (1 + 2 * 15)
+    assert paper.report.fixed_w == [1.5] and not set(paper.report.seeds) & set(paper.selection.seeds)
 
     default = load_experiment("default")
     assert default.datasets == ["caltech101-32"] and default.autoencoder == "identity"
@@ -66,7 +67,8 @@ def test_name_defaults_to_file_stem_and_defaults_are_the_paper_protocol(tmp_path
     path.write_text("datasets: [cub100-32]\n")
     exp = load_experiment(path)
     assert exp.name == "my-run" and exp.results_dir(tmp_path) == tmp_path / "my-run"
-    assert exp.finetune.steps == 24000 and exp.methods == ["none", "cfg", "dog"] and exp.seeds == [0]
+    assert exp.finetune.steps == 24000 and exp.methods == ["none", "cfg", "dog"]
+    assert exp.selection.seeds == [0] and exp.report.seeds == [1]
 
 
 # -- overrides ----------------------------------------------------------------------------------------------------
@@ -74,14 +76,14 @@ def test_name_defaults_to_file_stem_and_defaults_are_the_paper_protocol(tmp_path
 
 def test_overrides_are_parsed_as_yaml():
     exp = load_experiment("default", ["finetune.steps=100", "datasets=[cub100-32]", "w_grid=[2.0, 1.0, 1.5, 1.5]",
-                                      "tracking.wandb.enabled=false", "finetune.lr=1e-3", "seeds=3",
+                                      "tracking.wandb.enabled=false", "finetune.lr=1e-3", "datasets=cub100-32",
                                       "sampling.guidance_interval=[0, 700]", "source.model={depth: 2, hidden_size: 64, num_heads: 2}"])
     assert exp.finetune.steps == 100
     assert exp.datasets == ["cub100-32"]
     assert exp.w_values() == [1.0, 1.5, 2.0]  # sorted, duplicates dropped
     assert exp.tracking.wandb.enabled is False
     assert exp.finetune.lr == 1e-3  # YAML reads "1e-3" as a string; the config accepts it as a number
-    assert exp.seeds == [3]  # a scalar for a list field is a list of one
+    assert exp.datasets == ["cub100-32"]  # a scalar for a list field is a list of one
     assert exp.sampling.guidance_interval == [0.0, 700.0]
     assert exp.source.model == {"depth": 2, "hidden_size": 64, "num_heads": 2}
 
@@ -133,8 +135,15 @@ def test_guidance_scales_out_of_range(override, match):
     ("finetune.global_batch_size=2.5", "finetune.global_batch_size: must be a whole number"),
     ("finetune.steps=1e4x", "finetune.steps: must be a whole number, got '1e4x'"),
     ("sweep.trials=0", "sweep.trials=0 must be >= 1"),
-    ("seeds=[]", "seeds: is empty"),
-    ("seeds=[0, 0]", "more than once"),
+    ("report.seeds=[]", "report.seeds: is empty"),
+    ("report.seeds=[1, 1]", "lists a seed twice"),
+    ("selection.seeds=[]", "selection.seeds is empty"),
+    ("report.seeds=[0, 1]", "share seed(s) [0]"),
+    ("report.fixed_w=[25]", "report.fixed_w[0]: guidance scale w=25.0 is outside [0.0, 20.0]"),
+    ("report.level=1.5", "report.level=1.5 must be < 1"),
+    ("report.bootstrap=0", "report.bootstrap=0 must be >= 1"),
+    ("seeds=[0]", "now two lists that share no seed: selection.seeds"),
+    ("evaluation.reference=some", "evaluation.reference='some' is not one of all, subsample"),
     ("finetune.lr=0", "finetune.lr=0 must be > 0"),
     ("finetune.lr=.inf", "finetune.lr: must be a finite number"),
     ("finetune.ema_decay=1.0", "finetune.ema_decay=1.0 must be < 1"),
@@ -224,8 +233,8 @@ def test_w_values_from_a_range_are_exact_and_include_stop():
 
 
 def test_runs_share_w1():
-    exp = small(w_grid=[1.0, 1.5], seeds=[0, 1])
-    runs = exp.runs()
+    exp = small(w_grid=[1.0, 1.5], selection={"seeds": [0, 1]}, report={"seeds": [2]})
+    runs = exp.selection_runs()
     assert runs.count(RunSpec("caltech101-32", "none", 1.0, 0)) == 1
     assert {r.method for r in runs if r.w == 1.0} == {"none"}
     assert len(runs) == 2 * 3  # (none at 1.0, cfg at 1.5, dog at 1.5) x 2 seeds
@@ -233,7 +242,7 @@ def test_runs_share_w1():
     with pytest.raises(ValueError):
         canonical_method("none", 2.0)
     # w = 1 is sampled even when only guided methods are compared: it is their w = 1 point
-    assert {r.method for r in small(methods=["cfg"], w_grid=[1.0, 2.0]).runs()} == {"none", "cfg"}
+    assert {r.method for r in small(methods=["cfg"], w_grid=[1.0, 2.0]).selection_runs()} == {"none", "cfg"}
 
 
 def test_stage_configs_separate_what_changes_what():
@@ -272,7 +281,7 @@ def test_stage_configs_separate_what_changes_what():
 
 
 def test_to_dict_round_trips():
-    exp = load_experiment("mini-gpu", ["seeds=[0, 1]"])
+    exp = load_experiment("mini-gpu", ["report.seeds=[4, 5]"])
     again = experiment_from_dict(exp.to_dict(), path=exp.path)
     assert again == exp and config_hash(again.to_dict()) == config_hash(exp.to_dict())
     assert config_hash(load_experiment("mini-gpu").to_dict()) != config_hash(exp.to_dict())
@@ -296,3 +305,16 @@ def test_base_chain_and_cycle(tmp_path):
     _write(tmp_path / "a.yaml", "base: b.yaml\n")
     _write(tmp_path / "b.yaml", "base: a.yaml\ndatasets: [cub100-32]\n")
     expect_error("loops", tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("name", ["default", "mini"])
+def test_selection_and_report_samples_share_no_noise_draw(name):
+    from benchmark.harness.leaderboard import noise_seeds
+    from benchmark.sampling import sample_seed
+
+    exp = load_experiment(name)
+    selection = {sample_seed(s, i) for s in exp.selection.seeds for i in range(exp.selection_num_samples())}
+    report_seeds = set(exp.report.seeds) | set(noise_seeds(exp))
+    report = {sample_seed(s, i) for s in report_seeds for i in range(exp.sampling.num_samples)}
+    assert len(selection) == len(exp.selection.seeds) * exp.selection_num_samples()  # no collision within either
+    assert not selection & report

@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny experiment: a tiny random source DiT, a few real 32x32 Caltech-101 images in a
 class-folder dataset, fd_effnet, two w values. Then resume after a kill in each stage, and config invalidation."""
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -31,15 +32,28 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     assert run(path, results) == 0
     out = results / "tiny"
     runs = pd.read_csv(out / "runs.csv")
-    assert sorted(zip(runs["method"], runs["w"])) == [("cfg", 2.0), ("dog", 2.0), ("none", 1.0)]
+    selection = runs[runs["phase"] == "selection"]
+    assert sorted(zip(selection["method"], selection["w"], selection["seed"])) == \
+        [("cfg", 2.0, 0), ("dog", 2.0, 0), ("none", 1.0, 0)]
+    report = runs[runs["phase"] == "report"]
+    assert set(report["seed"]) == {1} and "none" in set(report["method"])  # fresh seeds, never seed 0
+    control = runs[runs["phase"] == "control"]
+    assert sorted(zip(control["method"], control["seed"])) == [("none", 2), ("real", 1)]  # seed noise, real floor
     assert runs["fd_effnet"].notna().all() and (runs["fd_effnet"] > 0).all()
-    assert (runs["num_samples"] == 6).all() and runs["finetuned_sha256"].nunique() == 1
+    assert (runs["num_samples"] == 6).all() and runs["finetuned_sha256"].dropna().nunique() == 1
     board = pd.read_csv(out / "leaderboard.csv")
-    assert {"none", "cfg", "dog"} <= set(board["method"]) and "fd_effnet_improvement_vs_cfg_pct" in board
+    assert {"none", "cfg", "dog", "real"} <= set(board["method"]) and "seed noise" in set(board["rule"])
+    assert "fd_effnet_improvement_vs_cfg_pct_low" in board and "fd_effnet_selection" in board
+    # every reported number is the report seeds' value, never the selection seed's
+    dog = board[(board["method"] == "dog") & (board["rule"] == "best w")].iloc[0]
+    reported = report[(report["method"] == ("none" if dog["w"] == 1.0 else "dog")) & (report["w"] == dog["w"])]
+    assert dog["fd_effnet"] == pytest.approx(reported["fd_effnet"].iloc[0], rel=1e-6)  # same samples, fast eigen path
+    assert (out / "PROTOCOL.md").read_text().count("\n|") > 15
     assert (out / "plots" / "fd_effnet_vs_w.png").exists() and (out / "plots" / "samples_folder.png").exists()
-    assert (out / "leaderboard.md").read_text().count("|") > 10
+    assert "report seeds [1]" in (out / "leaderboard.md").read_text()
     assert list((out / "wandb").glob("offline-run-*"))  # W&B offline run directories
-    assert len(pngs(results)) == 18
+    sets = {p.parent.parent for p in pngs(results)}
+    assert len(pngs(results)) == 6 * len(sets) and len(sets) >= 5
 
     before = pngs(results)
     assert run(path, results) == 0  # everything is done: nothing is recomputed
@@ -49,7 +63,8 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     # a sampling change redoes samples and metrics, not the fine-tune
     assert run(path, results, "sampling.steps=2") == 0
     assert len(list((out / "folder").glob("finetune-*"))) == 1
-    assert len(pngs(results)) == 36
+    after = pngs(results)
+    assert len(after) > len(before) and all(after[p] == t for p, t in before.items())  # new sets beside the old
 
 
 @pytest.mark.slow  # kill-and-resume: a few runs of the pipeline each
@@ -111,7 +126,7 @@ def test_latent_space_pipeline_with_a_tiny_vae(experiment, tiny_vae_dir):
     out = results / "tiny-latent"
     assert list((results / "cache" / "latents").rglob("*")), "the latent cache was built"
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 3 and runs["fd_effnet"].notna().all()
+    assert len(runs[runs["phase"] == "selection"]) == 3 and runs["fd_effnet"].notna().all()
     with Image.open(next((out / "folder" / "samples").rglob("*.png"))) as image:
         assert image.size == (16, 16)  # decoded back to pixels
 
@@ -119,7 +134,8 @@ def test_latent_space_pipeline_with_a_tiny_vae(experiment, tiny_vae_dir):
 @pytest.mark.slow  # two processes
 def test_two_optuna_workers_share_one_study(experiment):
     """Two `dogbench sweep` processes on one SQLite storage: the trial budget is shared, no trial is lost or left
-    running, low-fidelity pruning runs, and the best w lands in sweeps.csv and the leaderboard's runs."""
+    running, low-fidelity pruning runs, the best w is re-scored on the report seeds, and everything lands in the
+    study's own folder: the experiment's grid results are not touched."""
     import os
     import subprocess
     import sys
@@ -127,28 +143,38 @@ def test_two_optuna_workers_share_one_study(experiment):
     import optuna
 
     path, results = experiment
-    assert run(path, results, "--stages", "prepare,finetune") == 0  # one fine-tune, before the workers start
+    assert run(path, results) == 0  # the grid experiment first: the sweep must leave its outputs alone
+    grid = {name: (results / "tiny" / name).read_bytes() for name in ("leaderboard.csv", "leaderboard.md", "runs.csv")}
     storage = f"sqlite:///{results / 'shared.db'}"
     cmd = [sys.executable, "-m", "benchmark.cli", "sweep", "--exp", str(path), "--dataset", "folder", "--method", "dog",
-           "--trials", "4", "--storage", storage, "--results-root", str(results), "sweep.low_fidelity_samples=3"]
+           "--total-trials", "4", "--storage", storage, "--results-root", str(results), "--no-progress",
+           "sweep.low_fidelity_samples=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     workers = [subprocess.Popen(cmd + ["--worker", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True) for i in range(2)]
-    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), "\n----\n".join(outputs)
+    assert "optuna-dashboard sqlite:///" in outputs[0]  # the storage and how to look at it
     study = optuna.load_study(study_name="tiny/folder/dog/fd_effnet", storage=storage)
     states = [t.state for t in study.trials]
     finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert 4 <= len(finished) <= 5 and len(finished) == len(states)  # none failed or left running
     assert all(1.0 <= t.params["w"] <= 2.0 for t in study.trials)
-    sweeps = pd.read_csv(results / "tiny" / "sweeps.csv")
-    assert sweeps.loc[0, "study"] == "tiny/folder/dog/fd_effnet" and sweeps.loc[0, "best_w"] == study.best_params["w"]
-    runs = pd.read_csv(results / "tiny" / "runs.csv")
+    folder = results / "tiny" / "sweeps" / "folder-dog-fd_effnet"
+    summary = pd.read_csv(folder.parent / "summary.csv")
+    assert summary.loc[0, "study"] == "tiny/folder/dog/fd_effnet"
+    assert summary.loc[0, "best_w"] == round(study.best_params["w"], 4)
+    runs = pd.read_csv(folder / "runs.csv")
     complete_w = {round(t.params["w"], 4) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
-    assert set(runs.loc[runs["study"] == "tiny/folder/dog/fd_effnet", "w"]) == complete_w  # no lost update
-    board = pd.read_csv(results / "tiny" / "leaderboard.csv")
+    trials = runs[runs["phase"] == "selection"]
+    assert set(trials["w"]) == complete_w and set(trials["seed"]) == {0}  # no lost update
+    assert set(runs.loc[runs["phase"] == "report", "seed"]) == {1}  # the best w, re-scored on fresh samples
+    board = pd.read_csv(folder / "leaderboard.csv")
     dog = board[(board["dataset"] == "folder") & (board["method"] == "dog")].iloc[0]
-    assert dog["w"] == round(study.best_params["w"], 4) and dog["study"] == "tiny/folder/dog/fd_effnet"
+    assert dog["w"] == round(study.best_params["w"], 4) and np.isfinite(dog["fd_effnet_low"])
+    assert {name: (results / "tiny" / name).read_bytes() for name in grid} == grid  # the grid's files unchanged
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "pass --trials N to run N more" in again.stdout + again.stderr
 
 
 def test_sweep_rejects_bad_input_in_one_line(experiment, capsys):

@@ -1,5 +1,6 @@
 """Figures: metric-vs-w plots and sample grids are written as valid PNGs."""
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -11,12 +12,13 @@ def runs(seeds=(0, 1)):
     for d, dataset in enumerate(["caltech101-32", "cub100-32", "third"]):
         for seed in seeds:
             noise = 0.3 * seed
-            rows.append({"dataset": dataset, "method": "none", "w": 1.0, "seed": seed, "fid": 20 + d + noise,
+            rows.append({"dataset": dataset, "phase": "selection", "method": "none", "w": 1.0, "seed": seed,
+                         "fid": 20 + d + noise,
                          "precision": 0.5 + noise / 10})
             for w in (1.5, 2.0, 2.5, 3.0):
-                rows.append({"dataset": dataset, "method": "cfg", "w": w, "seed": seed,
+                rows.append({"dataset": dataset, "phase": "selection", "method": "cfg", "w": w, "seed": seed,
                              "fid": 20 + d - 4 * (w - 1) + 3 * (w - 1) ** 2 + noise, "precision": 0.5 + 0.1 * w})
-                rows.append({"dataset": dataset, "method": "dog", "w": w, "seed": seed,
+                rows.append({"dataset": dataset, "phase": "selection", "method": "dog", "w": w, "seed": seed,
                              "fid": 20 + d - 6 * (w - 1) + 2.5 * (w - 1) ** 2 + noise, "precision": 0.55 + 0.1 * w})
     return rows
 
@@ -43,6 +45,13 @@ def test_metric_vs_w_one_png_per_metric(tmp_path):
     assert_png(plots.plot_metric_vs_w(runs(seeds=(0,)), "fid", tmp_path / "one.png", datasets=["cub100-32"]))
     with pytest.raises(ValueError, match="no 'fd_dinov2' values"):
         plots.plot_metric_vs_w(runs(), "fd_dinov2", tmp_path / "x.png")
+    # the leaderboard's report-seed numbers drawn on top, with their intervals
+    board = pd.DataFrame([{"dataset": "cub100-32", "method": m, "rule": "best w", "w": w, "fid": f,
+                           "fid_low": f - 1, "fid_high": f + 1} for m, w, f in (("cfg", 1.5, 20.0), ("dog", 2.0, 17.0))])
+    plain = assert_png(plots.plot_metric_vs_w(runs(seeds=(0,)), "fid", tmp_path / "a.png", datasets=["cub100-32"]))
+    marked = assert_png(plots.plot_metric_vs_w(runs(seeds=(0,)), "fid", tmp_path / "b.png", datasets=["cub100-32"],
+                                               board=board))
+    assert plain.shape != marked.shape or (plain != marked).any()
 
 
 def test_image_grid_layout():

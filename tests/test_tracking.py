@@ -2,13 +2,15 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from benchmark.harness import leaderboard as lb
 from benchmark import tracking as wandb_mode
 from benchmark.harness import plots
 from benchmark.harness import wandb_log as tracking
 from benchmark.harness.loading import load_experiment
+from benchmark.harness.protocol import protocol_table
+from benchmark.harness.runs import runs_frame
 
 
 @pytest.fixture
@@ -46,25 +48,29 @@ def test_disabled_is_a_no_op(no_credentials, tmp_path):
     assert isinstance(tracker, tracking.NullTracker) and not tracker.enabled
     with tracker:
         tracker.log_run("cub100-32", "dog", 1.5, {"fd_effnet": 1.0})
-        tracker.log_summary(lb.build_leaderboard([{"dataset": "a", "method": "none", "w": 1, "seed": 0, "fid": 1}]))
+        tracker.log_summary(pd.DataFrame([{"dataset": "a", "method": "none", "w": 1.0, "fid": 1.0}]))
     assert not (tmp_path / "default").exists()
 
 
 def test_offline_run_writes_metrics_images_and_the_leaderboard_table(no_credentials, tmp_path, capsys):
     exp = load_experiment("default", ["datasets=[cub100-32]"])
     rows = [
-        {"dataset": "cub100-32", "method": "none", "w": 1.0, "seed": 0, "fd_effnet": 10.0},
-        {"dataset": "cub100-32", "method": "cfg", "w": 1.5, "seed": 0, "fd_effnet": 9.0},
-        {"dataset": "cub100-32", "method": "dog", "w": 1.5, "seed": 0, "fd_effnet": 7.5},
+        {"dataset": "cub100-32", "phase": "selection", "method": "none", "w": 1.0, "seed": 0, "fd_effnet": 10.0},
+        {"dataset": "cub100-32", "phase": "selection", "method": "cfg", "w": 1.5, "seed": 0, "fd_effnet": 9.0},
+        {"dataset": "cub100-32", "phase": "selection", "method": "dog", "w": 1.5, "seed": 0, "fd_effnet": 7.5},
     ]
     grid = plots.save_image_grid(np.zeros((4, 8, 8, 3), np.uint8) + 128, tmp_path / "grid.png")
-    board = lb.build_leaderboard(rows, select_by="fd_effnet")
+    board = pd.DataFrame([
+        {"dataset": "cub100-32", "method": "cfg", "rule": "best w", "w": 1.5, "fd_effnet": 9.0},
+        {"dataset": "cub100-32", "method": "dog", "rule": "best w", "w": 1.5, "fd_effnet": 7.5,
+         "fd_effnet_improvement_vs_cfg_pct": (9.0 - 7.5) / 9.0 * 100}])
 
     tracker = tracking.make_tracker(exp, results_root=tmp_path)
     assert isinstance(tracker, tracking.WandbTracker) and tracker.mode == "offline"
     with tracker:
         tracker.log_run("cub100-32", "dog", 1.5, {"fd_effnet": 7.5}, images={"grid": grid})
-        tracker.log_summary(board, runs=lb.runs_frame(rows), figures={"fd_effnet_vs_w": grid})
+        tracker.log_summary(board, runs=runs_frame(rows), figures={"fd_effnet_vs_w": grid},
+                            protocol=protocol_table(exp))
     assert tracker.enabled, capsys.readouterr().err  # nothing failed
     assert "wandb sync" in capsys.readouterr().err
 
@@ -75,7 +81,8 @@ def test_offline_run_writes_metrics_images_and_the_leaderboard_table(no_credenti
     tables = list(wandb_dir.glob("offline-run-*/files/media/table/leaderboard_*.table.json"))
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
-    assert table["columns"][:3] == ["dataset", "method", "w"]
+    assert table["columns"][:3] == ["dataset", "method", "rule"]
+    assert list(wandb_dir.glob("offline-run-*/files/media/table/protocol_*.table.json"))
     dog = [r for r in table["data"] if r[0] == "cub100-32" and r[1] == "dog"][0]
     col = table["columns"].index("fd_effnet_improvement_vs_cfg_pct")
     assert dog[col] == pytest.approx((9.0 - 7.5) / 9.0 * 100)

@@ -1,13 +1,11 @@
-"""``dogbench sweep``: an Optuna search over w for one dataset and method."""
+"""``dogbench sweep``: an Optuna search over w for one dataset and method, in the study's own results folder."""
 from __future__ import annotations
 
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.harness.loading import load_experiment
-from benchmark.harness.run import report
 from benchmark.harness.storage import check_storage_url
-from benchmark.harness.sweep import SWEEP_METHODS, run_sweep
-from benchmark.harness.wandb_log import make_tracker
+from benchmark.harness.sweep import SWEEP_METHODS, run_sweep, study_dir
 
 
 def configure(p, name: str) -> None:
@@ -15,7 +13,10 @@ def configure(p, name: str) -> None:
     p.add_argument("--dataset", required=True, help="one of the experiment's datasets")
     p.add_argument("--method", choices=SWEEP_METHODS, default="dog", help="guidance method whose w is searched (default: dog)")
     p.add_argument("--metric", default=None, help="objective column (default: evaluation.select_by)")
-    p.add_argument("--trials", type=int, default=None, help="finished+pruned trials of the study (default: sweep.trials)")
+    trials = p.add_mutually_exclusive_group()
+    trials.add_argument("--trials", type=int, default=None, help="run this many more trials (as Optuna's n_trials)")
+    trials.add_argument("--total-trials", type=int, default=None,
+                        help="run until the study holds this many finished trials (default: sweep.trials)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, else SQLite in results/)")
     p.add_argument("--prune-margin", type=float, default=0.05,
                    help="relative margin before a low-fidelity trial is pruned (default: 0.05)")
@@ -23,6 +24,7 @@ def configure(p, name: str) -> None:
                                                          "varies the sampler seed (default: 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--results-root", default=None, help="where <experiment>/ goes (default: $DOGBENCH_RESULTS, else results/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=run)
 
@@ -31,15 +33,16 @@ def run(args) -> int:
     exp = load_experiment(args.exp, args.overrides)
     if args.dataset not in exp.datasets:
         raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.datasets)})")
-    if args.trials is not None and args.trials < 1:
-        raise UserError(f"--trials must be positive, got {args.trials}")
+    for flag in ("trials", "total_trials"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.storage:
         check_storage_url(args.storage)
     metric = args.metric or exp.evaluation.select_by
-    run_sweep(exp, args.dataset, args.method, metric, args.trials, args.storage, str(resolve_device(args.device)),
-              args.results_root, prune_margin=args.prune_margin, worker=args.worker)
-    with make_tracker(exp, args.results_root) as tracker:
-        markdown = report(exp, exp.results_dir(args.results_root), [], tracker)
-    if markdown:
-        print(markdown)
+    summary = run_sweep(exp, args.dataset, args.method, metric, args.trials, args.total_trials, args.storage,
+                        str(resolve_device(args.device)), args.results_root, progress=not args.no_progress,
+                        prune_margin=args.prune_margin, worker=args.worker)
+    if summary.get("leaderboard"):
+        print(f"\nstudy leaderboard ({study_dir(exp, args.dataset, args.method, metric, args.results_root)}):\n\n"
+              f"{summary['leaderboard']}")
     return 0

@@ -45,7 +45,7 @@ def _as_list(value: Any) -> Any:
 
 class Evaluation(EvaluationSettings):
     select_by: str = "fid"
-    """the runs.csv column that picks each method's best w; one the metrics produce"""
+    """the runs.csv column that picks each method's best w on the selection seeds; one the metrics produce"""
 
     @model_validator(mode="after")
     def _select_by_is_produced(self):
@@ -78,6 +78,44 @@ class SweepSettings(Settings):
         if value is not None and (len(value) != 2 or value[0] >= value[1]):
             raise ValueError(f"must be [low, high] with low < high, e.g. [1.0, 3.0], got {value}")
         return value
+
+
+class Selection(Settings):
+    """Where each method's best w is chosen: sample sets of their own seeds, never reported."""
+
+    seeds: list[Index] = [0]
+    """sampling seeds whose samples choose each method's best w (mean over these seeds)"""
+    num_samples: Optional[Count] = Field(None, json_schema_extra={"null_word": "same"})
+    """images per selection sample set (default: sampling.num_samples)"""
+
+
+class Report(Settings):
+    """What the leaderboard reports: the selected (and fixed) settings sampled afresh on their own seeds."""
+
+    seeds: list[Index] = [1]
+    """sampling seeds of the reported numbers; disjoint from selection.seeds, so no noise is shared"""
+    fixed_w: list[GuidanceScale] = []
+    """protocol w values reported as rows of their own beside the best-w rows (the paper reports w = 1.5)"""
+    bootstrap: Count = 200
+    """bootstrap resamples behind every interval (sample indices resampled; reference statistics held fixed)"""
+    level: Real = Field(0.95, gt=0.5, lt=1)
+    """confidence level of the intervals"""
+    controls: bool = True
+    """add the real-data row (real target images scored like samples) and the seed-noise row"""
+
+    @field_validator("seeds")
+    @classmethod
+    def _nonempty(cls, value: list) -> list:
+        if not value:
+            raise ValueError("is empty; give at least one report seed, e.g. report.seeds=[1]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a seed twice: {value}")
+        return value
+
+    @field_validator("fixed_w")
+    @classmethod
+    def _sorted(cls, value: list) -> list:
+        return sorted(set(value))
 
 
 class Tracking(Settings):
@@ -151,14 +189,22 @@ class Experiment(Settings):
     """guidance scales of cfg and dog: a list, or {start, stop, step} with stop included; each in [0, 20]"""
     sampling: SamplingSettings = SamplingSettings()
     evaluation: Evaluation = Evaluation()
-    seeds: list[Index] = [0]
-    """sampling seeds; more than one gives a mean and spread per w"""
+    selection: Selection = Selection()
+    report: Report = Report()
     sweep: SweepSettings = SweepSettings()
     tracking: Tracking = Tracking()
 
     _path: Optional[Path] = PrivateAttr(default=None)  # the YAML file (not part of the config or its hash)
 
-    @field_validator("datasets", "methods", "seeds", "w_grid", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_old_seeds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seeds" in data:
+            raise ValueError("the top-level 'seeds' is now two lists that share no seed: selection.seeds (the "
+                             "samples that choose w) and report.seeds (the samples that are scored); move it there")
+        return data
+
+    @field_validator("datasets", "methods", "w_grid", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return _as_list(value)
@@ -170,7 +216,7 @@ class Experiment(Settings):
             raise ValueError(f"{value!r} is used as a directory name; use letters, digits, '.', '_', '-'")
         return value
 
-    @field_validator("datasets", "methods", "seeds")
+    @field_validator("datasets", "methods")
     @classmethod
     def _unique_nonempty(cls, value: list, info) -> list:
         if not value:
@@ -203,6 +249,12 @@ class Experiment(Settings):
         if self.autoencoder != "identity" and self.source.image_size % 8:
             raise ValueError(f"source.image_size={self.source.image_size} is not a multiple of 8, which the VAE "
                              f"needs; use e.g. 256, or autoencoder=identity for pixel space")
+        if not self.selection.seeds:
+            raise ValueError("selection.seeds is empty; give at least one seed, e.g. selection.seeds=[0]")
+        shared = sorted(set(self.selection.seeds) & set(self.report.seeds))
+        if shared:
+            raise ValueError(f"report.seeds and selection.seeds share seed(s) {shared}: the reported numbers would "
+                             f"reuse the noise w was chosen on; give report.seeds other seeds")
         return self
 
     # -- paths ------------------------------------------------------------------------------------------------------
@@ -243,17 +295,21 @@ class Experiment(Settings):
         """The guidance scales of cfg and dog, ascending, rounded to 4 decimals."""
         return list(self.w_grid) if isinstance(self.w_grid, list) else self.w_grid.values()
 
-    def runs(self, dataset: Optional[str] = None) -> list[RunSpec]:
-        """Every sample set to make, without duplicates: cfg and dog at w = 1 appear once, as ``none``."""
+    def selection_runs(self, dataset: Optional[str] = None) -> list[RunSpec]:
+        """The sample sets that choose w: every method at every w of the grid on the selection seeds, without
+        duplicates (cfg and dog at w = 1 appear once, as ``none``)."""
         specs = []
         for ds in [dataset] if dataset is not None else self.datasets:
             for method in self.methods:
                 for w in [1.0] if method == "none" else self.w_values():
-                    for seed in self.seeds:
+                    for seed in self.selection.seeds:
                         spec = RunSpec(ds, canonical_method(method, w), w, seed)
                         if spec not in specs:
                             specs.append(spec)
         return specs
+
+    def selection_num_samples(self) -> int:
+        return self.selection.num_samples or self.sampling.num_samples
 
     # -- sweeps -----------------------------------------------------------------------------------------------------
 

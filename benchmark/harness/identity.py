@@ -27,8 +27,9 @@ NOT_IDENTITY = {
 
 
 def stage_config(exp: Experiment, stage: str, dataset: str, method: Optional[str] = None, w: Optional[float] = None,
-                 seed: Optional[int] = None) -> dict:
-    """The identity of ``stage``'s output for ``dataset`` (and, from ``sample`` on, one method, w and seed)."""
+                 seed: Optional[int] = None, num_samples: Optional[int] = None) -> dict:
+    """The identity of ``stage``'s output for ``dataset`` (and, from ``sample`` on, one method, w and seed; for
+    ``evaluate`` also the number of images scored)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     config: dict[str, Any] = {"dataset": dataset, "image_size": exp.source.image_size, "autoencoder": exp.autoencoder}
@@ -49,7 +50,10 @@ def stage_config(exp: Experiment, stage: str, dataset: str, method: Optional[str
     config.update(method=method, w=w, seed=int(seed), sampling=sampling)
     if stage == "sample":
         return config
-    config["evaluation"] = {"metrics": list(exp.evaluation.metrics), "ref_split": exp.evaluation.ref_split}
+    e = exp.evaluation
+    n = int(num_samples or exp.sampling.num_samples)
+    config["evaluation"] = {"metrics": list(e.metrics), "ref_split": e.ref_split, "num_samples": n,
+                            "max_images": e.max_images(n)}
     return config
 
 

@@ -1,298 +1,342 @@
-"""runs.csv (every evaluated sample set) and leaderboard.csv (each method at its best w), as pure functions.
+"""The leaderboard: every method at its selected w (and at the protocol's fixed w), scored on report seeds only,
+with a bootstrap interval on every number and paired intervals on DoG's differences.
 
-runs.csv has one row per dataset x method x w x seed: the metrics, then what is needed to trust and reproduce the
-row (sample count, checkpoint hashes, feature networks, library versions, git commit, config hash, time).
+Rows, per dataset: ``none`` (fine-tune only), each method at the w chosen on the selection seeds (rule ``best w``),
+each method at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as many real target images
+as a sample set, scored like one: the floor a generator could reach at this sample count) and ``seed noise`` (fine-tune
+only under two seeds, compared like two methods: the smallest difference the benchmark resolves at this size). Then
+``average`` rows over the datasets that have every row.
 
-leaderboard.csv has, per dataset, each method at its best w (chosen by ``select_by``: lowest for a Frechet
-distance, highest for precision/recall/density/coverage; with several seeds the mean over seeds decides, and the
-std and seed count are reported), then an ``average`` row per method over the datasets that have every method,
-and on the DoG rows the paper's relative improvement for each FD metric:
-
-    improvement % = (baseline - dog) / baseline * 100,   baseline = CFG or fine-tune only (``none``)
-
-On the average row the improvement is computed from the averaged FDs, as the paper's "average" column is.
-
-w = 1 is shared: CFG and DoG at w = 1 are the unguided conditional sample, i.e. the ``none`` row. With
-``shared_w1=True`` (pass ``1.0 in experiment.w_values()``) a ``none`` row also competes as cfg and dog at w = 1.
+Numbers: a metric is the mean over report seeds of its value on each seed's sample set. Intervals come from one
+bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
+is resampled with the same indices (the methods share noise and labels per index, so their differences are paired),
+different seeds and datasets independently, reference statistics held fixed. A DoG difference is marked significant
+when its interval excludes 0. On DoG rows, for each Frechet distance: ``diff_vs_B`` = DoG - B and the paper's
+relative improvement ``improvement_vs_B_pct`` = (B - DoG) / B * 100, each with its interval (B = cfg, none). On
+``best w`` rows, ``<metric>_selection`` is the value on the selection seeds at the chosen w and ``<metric>_gap`` the
+report value minus it: how optimistic the selection score was.
 """
 from __future__ import annotations
 
-import datetime
 import math
-import os
-import subprocess
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-import torch
+from benchmark.harness.experiment import Experiment
+from benchmark.harness.runs import write_csv
+from benchmark.harness.selection import chosen_w, select_best
+from benchmark.io import read_json
+from benchmark.metrics.evaluate import load_sample_features
+from benchmark.metrics.intervals import FrechetResampler, PRDCResampler, bootstrap_many, reference_root
+from benchmark.metrics.reference import load_reference
+from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS, PRDC_KEYS
 
-import benchmark
-from benchmark.guidance import W_DECIMALS
-from benchmark.harness.experiment import METHODS
-from benchmark.io import REPO_ROOT, atomic_open, file_lock
-from benchmark.metrics.registry import COLUMN_ORDER as METRICS
-from benchmark.metrics.registry import COLUMNS, FRECHET_COLUMNS
-RUN_KEY = ("dataset", "method", "w", "seed")
-PROVENANCE_COLUMNS = (
-    "num_samples",          # images the metrics were computed on
-    "sampling_steps",
-    "finetuned_sha256",     # of the fine-tuned checkpoint that sampled
-    "pretrained_sha256",    # of the source checkpoint (DoG's guide)
-    "feature_networks",     # e.g. "fid=inception-v3 (pytorch-fid weights); fd_effnet=efficientnet-lite0"
-    "preprocessing",        # e.g. "uint8 PNG -> bicubic 299, [0,1]"
-    "torch_version",
-    "dogbench_version",
-    "git_commit",
-    "experiment",
-    "config_hash",
-    "timestamp",            # UTC, ISO 8601
-)
-RUNS_COLUMNS = RUN_KEY + METRICS + PROVENANCE_COLUMNS
-AVERAGE = "average"  # the dataset name of the leaderboard's mean-over-datasets rows
+AVERAGE = "average"
 BASELINES = ("cfg", "none")
-
-Rows = Union[pd.DataFrame, Iterable[Mapping]]
-
-
-def improvement_column(metric: str, baseline: str) -> str:
-    return f"{metric}_improvement_vs_{baseline}_pct"
+BEST = "best w"
+CONTROL = "control"
 
 
-def relative_improvement(baseline: float, dog: float) -> float:
-    """The paper's (baseline - dog) / baseline * 100, for distances (lower is better); NaN when undefined."""
-    if baseline is None or dog is None or not np.isfinite(baseline) or not np.isfinite(dog) or baseline == 0:
-        return math.nan
-    return (baseline - dog) / baseline * 100.0
+@dataclass
+class Row:
+    """One leaderboard row: a method at one w under one rule, with its sample set per report seed."""
+
+    dataset: str
+    method: str
+    rule: str
+    w: float
+    sets: list = field(default_factory=list)  # one runs.csv row (a pandas Series) per report seed, in seed order
 
 
-def is_lower_better(metric: str) -> bool:
-    return COLUMNS[metric].lower_is_better
+def fixed_rule(w: float) -> str:
+    return f"w={w:g}"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# runs.csv
+def report_plan(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[str, str, float]]:
+    """(method, rule, w) of the leaderboard rows of ``dataset``, from the selected w per method."""
+    plan = [("none", "baseline", 1.0)] if "none" in exp.methods or {"cfg", "dog"} & set(exp.methods) else []
+    for method in (m for m in exp.methods if m != "none"):
+        if (dataset, method) in chosen:
+            plan.append((method, BEST, chosen[(dataset, method)]))
+        plan += [(method, fixed_rule(w), w) for w in exp.report.fixed_w]
+    return plan
 
 
-def runs_frame(rows: Rows) -> pd.DataFrame:
-    """Rows (dicts or a DataFrame) as a runs table: every RUNS_COLUMNS column present (missing -> empty) in order,
-    then any extra columns; w rounded to 4 decimals, seed an int, metrics numeric."""
-    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    for column in RUNS_COLUMNS:
-        if column not in df.columns:
-            df[column] = np.nan
-    if len(df):
-        for column in RUN_KEY:
-            if df[column].isna().any():
-                raise ValueError(f"runs rows need {', '.join(RUN_KEY)}; {df[column].isna().sum()} row(s) lack {column!r}")
-        unknown = sorted(set(df["method"]) - set(METHODS))
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown} in runs rows; methods are {', '.join(METHODS)}")
-    df["w"] = df["w"].astype(float).round(W_DECIMALS)
-    df["seed"] = df["seed"].astype("int64")
-    df["dataset"] = df["dataset"].astype(str)
-    for column in METRICS:
-        df[column] = pd.to_numeric(df[column], errors="coerce")
-    if ((df["method"] == "none") & (df["w"] != 1.0)).any():
-        raise ValueError("method 'none' (fine-tune only) rows must have w = 1")
-    extras = [c for c in df.columns if c not in RUNS_COLUMNS]
-    return df[list(RUNS_COLUMNS) + extras].reset_index(drop=True)
+def noise_seeds(exp: Experiment) -> tuple[int, int]:
+    """The two seeds of the seed-noise row: the first two report seeds, or the first and one more seed that no
+    other list uses."""
+    seeds = exp.report.seeds
+    return (seeds[0], seeds[1]) if len(seeds) > 1 else (seeds[0], max(seeds + exp.selection.seeds) + 1)
 
 
-def _sort(df: pd.DataFrame) -> pd.DataFrame:
-    """Datasets in order of first appearance, then methods none < cfg < dog, then w, then seed."""
-    dataset_order = {name: i for i, name in enumerate(dict.fromkeys(df["dataset"]))}
-    method_order = {name: i for i, name in enumerate(METHODS)}
-    keys = pd.DataFrame({
-        "d": df["dataset"].map(dataset_order),
-        "m": df["method"].map(method_order),
-        "w": df["w"].fillna(math.inf),
-    })
-    columns = ["d", "m", "w"]
-    if "seed" in df.columns:
-        keys["s"] = df["seed"]
-        columns.append("s")
-    return df.loc[keys.sort_values(columns, kind="stable").index].reset_index(drop=True)
+class _Sets:
+    """Features and reference statistics of the report sample sets, loaded once, as resamplers."""
+
+    def __init__(self, results_dir: Path, cache_root: Path):
+        self.results_dir, self.cache_root = results_dir, cache_root
+        self._frechet, self._prdc, self._reference, self._roots, self._radii = {}, {}, {}, {}, {}
+
+    def _result(self, run) -> dict:
+        folder = self.results_dir / str(run["sample_dir"])
+        n = int(run["num_samples"])
+        found = [r["metrics"] for p in sorted(folder.glob("metrics-*.json")) if (r := read_json(p))
+                 and r.get("key", {}).get("num_samples") == n]
+        if not found:
+            raise FileNotFoundError(f"no metrics of {n} images in {folder}; rerun `dogbench run` to evaluate it")
+        return found[-1] | {"folder": folder}
+
+    def reference(self, run, space: str):
+        result = self._result(run)
+        path = self.cache_root / "reference" / result["reference"][space]
+        if path not in self._reference:
+            self._reference[path] = load_reference(path)
+            self._roots[path] = reference_root(self._reference[path].sigma)
+        return self._reference[path], self._roots[path], path
+
+    def frechet(self, run, space: str) -> FrechetResampler:
+        key = (str(run["sample_dir"]), int(run["num_samples"]), space)
+        if key not in self._frechet:
+            result = self._result(run)
+            ref, root, _ = self.reference(run, space)
+            features = load_sample_features(result["folder"] / result["features"][space])
+            self._frechet[key] = FrechetResampler(features, ref.mu, ref.sigma, ref_root=root)
+        return self._frechet[key]
+
+    def prdc(self, run, space: str) -> PRDCResampler:
+        key = (str(run["sample_dir"]), int(run["num_samples"]), space)
+        if key not in self._prdc:
+            result = self._result(run)
+            ref, _, path = self.reference(run, space)
+            fake = load_sample_features(result["folder"] / result["features"][space])
+            # the real k-NN radii depend on the reference alone: computed once per reference
+            self._prdc[key] = PRDCResampler(ref.prdc_features, fake, real_radii=self._radii.get(path))
+            self._radii[path] = self._prdc[key].real_radii
+        return self._prdc[key]
 
 
-def merge_runs(old: Rows, new: Rows) -> pd.DataFrame:
-    """``old`` updated with ``new``: a row of ``new`` replaces the ``old`` row with the same dataset/method/w/seed."""
-    both = pd.concat([runs_frame(old), runs_frame(new)], ignore_index=True)
-    return _sort(both.drop_duplicates(subset=list(RUN_KEY), keep="last"))
+def _metric_values(sets: _Sets, run, metrics: list[str], index) -> dict[str, float]:
+    """Every metric column of one sample set (resampled by ``index``)."""
+    out = {}
+    for name in metrics:
+        metric = METRICS[name]
+        if metric.kind == "fd":
+            out[name] = sets.frechet(run, metric.space)(index)
+        else:
+            values = sets.prdc(run, metric.space)(index)
+            out.update(zip(metric.columns, (values[k] for k in PRDC_KEYS)))
+    return out
 
 
-def read_runs(path: str | os.PathLike) -> pd.DataFrame:
-    """runs.csv as a DataFrame; an empty one with the standard columns when the file does not exist yet."""
-    try:
-        df = pd.read_csv(path, dtype={"dataset": str, "method": str, "git_commit": str, "config_hash": str,
-                                      "finetuned_sha256": str, "pretrained_sha256": str})
-    except FileNotFoundError:
-        return runs_frame([])
-    return runs_frame(df)
+def _seed_mean(sets: _Sets, row: Row, metrics: list[str], groups: dict, indices) -> dict[str, float]:
+    values = [_metric_values(sets, run, metrics, None if indices is None else indices[groups[(row.dataset, seed)]])
+              for seed, run in row.sets]
+    return {c: float(np.mean([v[c] for v in values])) for c in values[0]}
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Atomically; NaN becomes an empty field."""
-    with atomic_open(path, "w") as f:
-        df.to_csv(f, index=False, na_rep="")
+def _relative(baseline: float, value: float) -> float:
+    return (baseline - value) / baseline * 100.0 if baseline else math.nan
 
 
-def write_runs(rows: Rows, path: str | os.PathLike) -> pd.DataFrame:
-    df = _sort(runs_frame(rows))
-    write_csv(df, path)
-    return df
+def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, cache_root: Path) -> pd.DataFrame:
+    """The leaderboard table from the current runs rows (see the module docstring)."""
+    metrics = list(exp.evaluation.metrics)
+    selection = runs[runs["phase"] == "selection"]
+    report = runs[runs["phase"] == "report"]
+    control = runs[runs["phase"] == "control"]
+    if not len(report):
+        return pd.DataFrame()
+    chosen = chosen_w(selection, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
+    selection_best = select_best(selection, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
+
+    def find(frame, dataset, method, w, seed):
+        hit = frame[(frame["dataset"] == dataset) & (frame["method"] == method) & (frame["w"] == round(w, 4))
+                    & (frame["seed"] == seed)]
+        return hit.iloc[0] if len(hit) else None
+
+    rows: list[Row] = []
+    for dataset in exp.datasets:
+        for method, rule, w in report_plan(exp, dataset, chosen):
+            sample_method = "none" if w == 1.0 else method  # w = 1 is the fine-tune-only sample set
+            row = Row(dataset, method, rule, w)
+            for seed in exp.report.seeds:
+                run = find(report, dataset, sample_method, w, seed)
+                if run is not None:
+                    row.sets.append((seed, run))
+            if len(row.sets) == len(exp.report.seeds):
+                rows.append(row)
+        if exp.report.controls:
+            real = control[(control["dataset"] == dataset) & (control["method"] == "real")]
+            if len(real):
+                rows.append(Row(dataset, "real", CONTROL, math.nan, [(exp.report.seeds[0], real.iloc[0])]))
+            a, b = noise_seeds(exp)
+            first = find(report, dataset, "none", 1.0, a)
+            second = find(pd.concat([report, control]), dataset, "none", 1.0, b)
+            if first is not None and second is not None:
+                rows.append(Row(dataset, "none", "seed noise", 1.0, [(a, first), (a, second)]))
+    if not rows:
+        return pd.DataFrame()
+
+    # one bootstrap group per (dataset, report seed) and for the real images of each dataset
+    groups, sizes = {}, []
+    for row in rows:
+        for seed, run in row.sets:
+            key = (row.dataset, seed) if row.method != "real" else (row.dataset, "real")
+            if key not in groups:
+                groups[key] = len(sizes)
+                sizes.append(int(run["num_samples"]))
+    sets = _Sets(results_dir, cache_root)
+    frechet = [m for m in COLUMN_ORDER if m in metrics and COLUMNS[m].frechet]
+    complete = [d for d in exp.datasets if {(r.method, r.rule) for r in rows if r.dataset == d}
+                == {(r.method, r.rule) for r in rows if r.dataset == exp.datasets[0]}]
+
+    def statistic(indices) -> dict[str, float]:
+        out: dict[str, float] = {}
+        per_row = {}
+        for row in rows:
+            if row.rule == "seed noise":
+                (a, first), (_, second) = row.sets
+                index = None if indices is None else indices[groups[(row.dataset, a)]]
+                va, vb = (_metric_values(sets, run, metrics, index) for run in (first, second))
+                for c in va:
+                    out[f"{row.dataset}|none|seed noise|{c}"] = va[c]
+                    out[f"{row.dataset}|none|seed noise|{c}|diff"] = vb[c] - va[c]
+                continue
+            if row.method == "real":
+                index = None if indices is None else indices[groups[(row.dataset, "real")]]
+                values = _metric_values(sets, row.sets[0][1], metrics, index)
+            else:
+                values = _seed_mean(sets, row, metrics, groups, indices)
+            per_row[(row.dataset, row.method, row.rule)] = values
+            out.update({f"{row.dataset}|{row.method}|{row.rule}|{c}": v for c, v in values.items()})
+        averages = {}
+        for (dataset, method, rule), values in per_row.items():
+            if dataset in complete and method != "real":
+                averages.setdefault((method, rule), []).append(values)
+        for (method, rule), value_list in averages.items():
+            mean = {c: float(np.mean([v[c] for v in value_list])) for c in value_list[0]}
+            per_row[(AVERAGE, method, rule)] = mean
+            out.update({f"{AVERAGE}|{method}|{rule}|{c}": v for c, v in mean.items()})
+        for (dataset, method, rule), values in per_row.items():
+            if method != "dog":
+                continue
+            for baseline in BASELINES:
+                base = per_row.get((dataset, baseline, rule if baseline == "cfg" else "baseline"))
+                if base is None:
+                    continue
+                for c in frechet:
+                    out[f"{dataset}|dog|{rule}|{c}|diff_vs_{baseline}"] = values[c] - base[c]
+                    out[f"{dataset}|dog|{rule}|{c}|improvement_vs_{baseline}_pct"] = _relative(base[c], values[c])
+        return out
+
+    intervals = bootstrap_many(statistic, sizes, exp.report.bootstrap, seed=0, level=exp.report.level)
+    return _table(exp, rows, intervals, selection_best, complete)
 
 
-def update_runs(path: str | os.PathLike, new_rows: Rows) -> pd.DataFrame:
-    """Add (or replace) rows in runs.csv; what a resumed run calls after each evaluation."""
-    with file_lock(path):  # sweep workers append concurrently
-        df = merge_runs(read_runs(path), new_rows)
-        write_csv(df, path)
-    return df
-
-
-def run_provenance() -> dict:
-    """The environment columns of a runs.csv row: library versions, git commit (``-dirty`` when the working tree
-    has changes; empty outside a git checkout) and the UTC time."""
-    commit = ""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
-            commit += "-dirty" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "torch_version": torch.__version__,
-        "dogbench_version": benchmark.__version__,
-        "git_commit": commit,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# From runs to the leaderboard
-
-
-def present_metrics(df: pd.DataFrame) -> list[str]:
-    """The metric columns that hold at least one value, in runs.csv order."""
-    return [m for m in METRICS if m in df.columns and df[m].notna().any()]
-
-
-def with_shared_w1(rows: Rows) -> pd.DataFrame:
-    """Add, for each ``none`` row, copies as cfg and dog at w = 1 (for the methods present on that dataset and
-    not already measured there at w = 1): the same samples, so the same metrics."""
-    df = runs_frame(rows)
-    copies = []
-    for dataset, group in df.groupby("dataset", sort=False):
-        guided = [m for m in ("cfg", "dog") if m in set(group["method"])]
-        measured = set(zip(group["method"], group["w"], group["seed"]))
-        for _, row in group[group["method"] == "none"].iterrows():
-            for method in guided:
-                if (method, 1.0, row["seed"]) not in measured:
-                    copies.append({**row.to_dict(), "method": method})
-    return _sort(pd.concat([df, runs_frame(copies)], ignore_index=True)) if copies else df
-
-
-def aggregate_seeds(rows: Rows, shared_w1: bool = True) -> pd.DataFrame:
-    """One row per dataset x method x w: the mean of each metric over seeds, its std (sample std, ddof=1; empty
-    with one seed) as ``<metric>_std``, and ``n_seeds``."""
-    df = with_shared_w1(rows) if shared_w1 else runs_frame(rows)
-    metrics = present_metrics(df)
-    grouped = df.groupby(["dataset", "method", "w"], sort=False)
-    out = grouped.size().rename("n_seeds").to_frame()
-    for metric in metrics:
-        out[metric] = grouped[metric].mean()
-        out[f"{metric}_std"] = grouped[metric].std(ddof=1)
-    return _sort(out.reset_index())
-
-
-def select_best(rows: Rows, select_by: str = "fid", shared_w1: bool = True) -> pd.DataFrame:
-    """Per dataset x method, the w whose mean ``select_by`` is best (ties: the smaller w)."""
-    agg = aggregate_seeds(rows, shared_w1=shared_w1)
-    if select_by not in agg.columns:
-        raise ValueError(f"select_by={select_by!r} has no values in the runs; choose one of {', '.join(present_metrics(agg)) or '(none)'}")
-    agg = agg[agg[select_by].notna()]
-    ascending = is_lower_better(select_by)
-    ranked = agg.sort_values([select_by, "w"], ascending=[ascending, True], kind="stable")
-    best = ranked.groupby(["dataset", "method"], sort=False).head(1)
-    return _sort(best)
-
-
-def build_leaderboard(rows: Rows, select_by: str = "fid", shared_w1: bool = True) -> pd.DataFrame:
-    """The leaderboard table (see the module docstring for its rows and columns)."""
-    best = select_best(rows, select_by, shared_w1)
-    metrics = [m for m in METRICS if m in best.columns]
-    best["n_datasets"] = np.nan
-
-    # the average over the datasets that have every method, so that each method is averaged over the same ones
-    methods = [m for m in METHODS if m in set(best["method"])]
-    counts = best.groupby("dataset", sort=False)["method"].nunique()
-    complete = [d for d, n in counts.items() if n == len(methods)]
-    averages = []
-    if complete:
-        subset = best[best["dataset"].isin(complete)]
-        for method in methods:
-            values = subset[subset["method"] == method]
-            averages.append({"dataset": AVERAGE, "method": method, "n_datasets": len(complete),
-                             **{m: values[m].mean() for m in metrics}})
-    board = pd.concat([best, pd.DataFrame(averages)], ignore_index=True) if averages else best
-
-    for metric in (m for m in FRECHET_COLUMNS if m in metrics):
-        for baseline in BASELINES:
-            column = improvement_column(metric, baseline)
-            board[column] = np.nan
-            for dataset, group in board.groupby("dataset", sort=False):
-                by_method = group.set_index("method")[metric]
-                if "dog" in by_method and baseline in by_method:
-                    dog_index = group.index[group["method"] == "dog"][0]
-                    board.loc[dog_index, column] = relative_improvement(by_method[baseline], by_method["dog"])
-
-    for count in ("n_seeds", "n_datasets"):  # whole numbers, empty where they do not apply
+def _table(exp, rows, intervals, selection_best, complete) -> pd.DataFrame:
+    columns = [c for c in COLUMN_ORDER if any(c in METRICS[m].columns for m in exp.evaluation.metrics)]
+    records = []
+    keys = [(r.dataset, r.method, r.rule, r.w, len(r.sets), int(r.sets[0][1]["num_samples"])) for r in rows]
+    average_rows = [(AVERAGE, r.method, r.rule, math.nan, len(r.sets), int(r.sets[0][1]["num_samples"]))
+                    for r in rows if r.dataset == complete[0] and r.method != "real" and r.rule != "seed noise"] \
+        if len(complete) > 1 else []
+    for dataset, method, rule, w, n_seeds, n in keys + average_rows:
+        record = {"dataset": dataset, "method": method, "rule": rule, "w": w, "n_seeds": n_seeds, "n_samples": n,
+                  "n_datasets": len(complete) if dataset == AVERAGE else None}
+        prefix = f"{dataset}|{method}|{rule}"
+        for c in columns:
+            interval = intervals.get(f"{prefix}|{c}")
+            if interval is None:
+                continue
+            record.update({c: interval.value, f"{c}_low": interval.low, f"{c}_high": interval.high})
+            if rule == "seed noise":
+                diff = intervals[f"{prefix}|{c}|diff"]
+                record.update({f"{c}_diff": diff.value, f"{c}_diff_low": diff.low, f"{c}_diff_high": diff.high})
+            if rule == BEST and dataset != AVERAGE:
+                chosen = selection_best[(selection_best["dataset"] == dataset) & (selection_best["method"] == method)]
+                if len(chosen) and c in chosen.columns:
+                    record[f"{c}_selection"] = float(chosen.iloc[0][c])
+                    record[f"{c}_gap"] = interval.value - record[f"{c}_selection"]
+            for baseline in BASELINES:
+                diff = intervals.get(f"{prefix}|{c}|diff_vs_{baseline}")
+                if diff is None:
+                    continue
+                rel = intervals[f"{prefix}|{c}|improvement_vs_{baseline}_pct"]
+                record.update({f"{c}_diff_vs_{baseline}": diff.value, f"{c}_diff_vs_{baseline}_low": diff.low,
+                               f"{c}_diff_vs_{baseline}_high": diff.high,
+                               f"{c}_improvement_vs_{baseline}_pct": rel.value,
+                               f"{c}_improvement_vs_{baseline}_pct_low": rel.low,
+                               f"{c}_improvement_vs_{baseline}_pct_high": rel.high,
+                               f"{c}_significant_vs_{baseline}": diff.excludes_zero})
+        records.append(record)
+    board = pd.DataFrame(records)
+    for count in ("n_seeds", "n_samples", "n_datasets"):
         board[count] = board[count].astype("Int64")
-    columns = ["dataset", "method", "w", "n_seeds"]
-    for metric in metrics:
-        columns += [metric, f"{metric}_std"]
-    columns += ["n_datasets"] + [c for c in board.columns if c.endswith("_pct")]
-    return board[columns].reset_index(drop=True)
+    return board
 
 
-def write_leaderboard(leaderboard: pd.DataFrame, path: str | os.PathLike) -> None:
-    write_csv(leaderboard, path)
+def write_leaderboard(board: pd.DataFrame, path) -> None:
+    write_csv(board, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Printing
 
 
-def _format_metric(metric: str, value, std=None) -> str:
+def _cell(column: str, row, suffix: str = "") -> str:
+    value = row.get(f"{column}{suffix}")
     if value is None or not np.isfinite(value):
         return ""
-    digits = COLUMNS[metric].digits
+    digits = COLUMNS[column].digits
+    low, high = row.get(f"{column}{suffix}_low"), row.get(f"{column}{suffix}_high")
     text = f"{value:.{digits}f}"
-    if std is not None and np.isfinite(std):
-        text += f" ± {std:.{digits}f}"
+    if low is not None and np.isfinite(low):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     return text
 
 
-def to_markdown(leaderboard: pd.DataFrame, metrics: Optional[Sequence[str]] = None) -> str:
-    """A compact pipe table: each method's best w and metrics (± std over seeds), and DoG's improvement over CFG
-    and over fine-tune only for each FD metric."""
+def _gain(row, column: str, baseline: str) -> str:
+    value = row.get(f"{column}_improvement_vs_{baseline}_pct")
+    if value is None or not np.isfinite(value):
+        return ""
+    low, high = row[f"{column}_improvement_vs_{baseline}_pct_low"], row[f"{column}_improvement_vs_{baseline}_pct_high"]
+    mark = " *" if row.get(f"{column}_significant_vs_{baseline}") is True else ""
+    return f"{value:+.1f}% [{low:+.1f}, {high:+.1f}]{mark}"
+
+
+def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
+    """A pipe table: each row's value [interval] per metric, DoG's relative improvement over CFG and over fine-tune
+    only [interval] (* = the paired difference's interval excludes 0), and for best-w rows the selection score."""
     if metrics is None:
-        metrics = [m for m in METRICS if m in leaderboard.columns]
-    gains = [(m, b) for m in metrics if m in FRECHET_COLUMNS for b in BASELINES
-             if improvement_column(m, b) in leaderboard.columns]
-    header = ["dataset", "method", "w"] + list(metrics) + [f"DoG vs {b} ({m})" for m, b in gains]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
-    for _, row in leaderboard.iterrows():
+        metrics = [c for c in COLUMN_ORDER if c in board.columns]
+    frechet = [m for m in metrics if COLUMNS[m].frechet]
+    header = ["dataset", "method", "rule", "w"] + list(metrics) + \
+        [f"DoG vs {b} ({m})" for m in frechet for b in BASELINES] + [f"{m} on selection seeds" for m in frechet[:1]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
+    for _, row in board.iterrows():
         w = row.get("w")
-        cells = [str(row["dataset"]), str(row["method"]), "" if w is None or not np.isfinite(w) else f"{w:g}"]
-        cells += [_format_metric(m, row[m], row.get(f"{m}_std")) for m in metrics]
-        for m, b in gains:
-            value = row[improvement_column(m, b)]
-            cells.append(f"{value:+.1f}%" if np.isfinite(value) else "")
+        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]),
+                 "" if w is None or not np.isfinite(w) else f"{w:g}"]
+        if row["rule"] == "seed noise":
+            cells += [f"diff {_cell(m, row, '_diff')}" for m in metrics]
+        else:
+            cells += [_cell(m, row) for m in metrics]
+        cells += [_gain(row, m, b) for m in frechet for b in BASELINES]
+        cells += [_cell(m, row, "_selection") for m in frechet[:1]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def describe(exp: Experiment, board: pd.DataFrame) -> str:
+    """The header sentence of leaderboard.md: how w was chosen and what the numbers are."""
+    n_sel = exp.selection_num_samples()
+    level = f"{exp.report.level:.0%}"
+    return (f"w chosen per method by the best mean {exp.evaluation.select_by} on selection seeds "
+            f"{exp.selection.seeds} ({n_sel} images each, w in {exp.w_values()}); every number is from fresh samples "
+            f"on report seeds {exp.report.seeds} ({exp.sampling.num_samples} images each): the mean over report "
+            f"seeds with its {level} bootstrap interval ({exp.report.bootstrap} resamples of sample indices, "
+            f"reference statistics fixed). DoG's differences are paired (same noise and labels per index); * marks "
+            f"a difference whose {level} interval excludes 0. Fixed-w rows: {exp.report.fixed_w or 'none'}.")

@@ -1,8 +1,9 @@
 """Figures of a benchmark run, drawn with matplotlib's Agg canvas (no display, no global pyplot state) and saved
 atomically as PNG.
 
-- ``plot_metric_vs_w``: one metric against w, one panel per dataset; CFG and DoG as lines (error bars = std over
-  seeds when there are several), fine-tune only as a dashed horizontal line (its w is 1).
+- ``plot_metric_vs_w``: one metric against w, one panel per dataset: CFG and DoG on the selection seeds as lines
+  (error bars = std over selection seeds when there are several), fine-tune only as a dashed horizontal line (its w
+  is 1), and the reported numbers (fresh report seeds) as filled markers with their bootstrap intervals.
 - ``save_image_grid``: sample images (N, H, W, 3) uint8 -> one grid PNG.
 - ``compose_sample_grids``: per-method grid PNGs -> one labelled figure, side by side.
 """
@@ -18,8 +19,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from benchmark.harness.leaderboard import Rows, aggregate_seeds, is_lower_better, present_metrics
+import pandas as pd
+
+from benchmark.harness.runs import Rows, present_metrics
+from benchmark.harness.selection import aggregate_seeds
 from benchmark.io import atomic_write_bytes
+from benchmark.metrics.registry import lower_is_better
 
 METHOD_STYLE = {  # label, colour
     "none": ("fine-tune only (w=1)", "0.35"),
@@ -50,8 +55,10 @@ def _panel_layout(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 
 def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets: Optional[Sequence[str]] = None,
-                     shared_w1: bool = True, title: Optional[str] = None) -> Path:
-    """``metric`` against w for each dataset (one panel each), from runs rows (several seeds -> mean +- std)."""
+                     shared_w1: bool = True, title: Optional[str] = None,
+                     board: Optional[pd.DataFrame] = None) -> Path:
+    """``metric`` against w for each dataset (one panel each), from selection-phase runs rows (several seeds ->
+    mean +- std), with the leaderboard's report-seed numbers and intervals (``board``) on top."""
     agg = aggregate_seeds(rows, shared_w1=shared_w1)
     if metric not in agg.columns:
         raise ValueError(f"no {metric!r} values to plot; the runs have {', '.join(present_metrics(agg)) or 'no metrics'}")
@@ -59,7 +66,7 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
     n_rows, n_cols = _panel_layout(len(datasets))
     fig = Figure(figsize=(4.2 * n_cols, 3.3 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    better = "lower" if is_lower_better(metric) else "higher"
+    better = "lower" if lower_is_better(metric) else "higher"
     for ax, dataset in zip(axes, datasets):
         data = agg[(agg["dataset"] == dataset) & agg[metric].notna()]
         for method in ("cfg", "dog"):
@@ -80,6 +87,7 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
             ax.axhline(value, ls="--", lw=1.2, color=colour, label=label)
             if np.isfinite(std):
                 ax.axhspan(value - std, value + std, color=colour, alpha=0.12, lw=0)
+        _report_points(ax, board, dataset, metric)
         ax.set_title(dataset)
         ax.set_xlabel("guidance scale w")
         ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} ({better} is better)")
@@ -94,13 +102,28 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
     return save_figure(fig, path)
 
 
+def _report_points(ax, board: Optional[pd.DataFrame], dataset: str, metric: str) -> None:
+    """The leaderboard's numbers (report seeds) at their w, with their intervals, as filled diamonds."""
+    if board is None or not len(board) or metric not in board.columns:
+        return
+    rows = board[(board["dataset"] == dataset) & board["method"].isin(["none", "cfg", "dog"])
+                 & (board["rule"] != "seed noise") & board[metric].notna()]
+    for i, row in enumerate(rows.itertuples()):
+        label, colour = METHOD_STYLE[row.method]
+        value, low, high = (float(getattr(row, c)) for c in (metric, f"{metric}_low", f"{metric}_high"))
+        ax.errorbar([row.w], [value], yerr=[[value - low], [high - value]], marker="D", ms=6, capsize=4,
+                    color=colour, markeredgecolor="black", ls="none",
+                    label=f"report seeds ({row.method}, {row.rule})" if i < 3 else None)
+
+
 def plot_metrics_vs_w(rows: Rows, out_dir: str | os.PathLike, metrics: Optional[Sequence[str]] = None,
-                      shared_w1: bool = True, title: Optional[str] = None) -> dict[str, Path]:
+                      shared_w1: bool = True, title: Optional[str] = None,
+                      board: Optional[pd.DataFrame] = None) -> dict[str, Path]:
     """One ``<metric>_vs_w.png`` per metric (default: every metric with values) in ``out_dir``."""
     agg_metrics = present_metrics(aggregate_seeds(rows, shared_w1=shared_w1))
     metrics = agg_metrics if metrics is None else [m for m in metrics if m in agg_metrics]
-    return {m: plot_metric_vs_w(rows, m, Path(out_dir) / f"{m}_vs_w.png", shared_w1=shared_w1, title=title)
-            for m in metrics}
+    return {m: plot_metric_vs_w(rows, m, Path(out_dir) / f"{m}_vs_w.png", shared_w1=shared_w1, title=title,
+                                board=board) for m in metrics}
 
 
 def image_grid(images: np.ndarray, nrow: Optional[int] = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from benchmark.data import get_dataset
+from benchmark.errors import UserError
 from benchmark.data.latents import build_latent_cache
 from benchmark.harness.experiment import Experiment, RunSpec
 from benchmark.harness.identity import stage_config
@@ -177,19 +179,53 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
     return folder
 
 
-def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num_samples: Optional[int] = None) -> dict:
-    """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
-    n = num_samples or ctx.exp.sampling.num_samples
+def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n: int, what: str) -> dict:
+    """evaluate_samples on ``images``, its result cached in ``root`` by the evaluation config (and the sample
+    features cached there too, so every interval is computed without the networks)."""
     e = ctx.exp.evaluation
-    key = {"evaluation": {"metrics": list(e.metrics), "ref_split": e.ref_split}, "num_samples": n,
-           "samples": folder.config}
-    path = folder.root / f"metrics-{config_hash(key, 8)}.json"
+    key = {"evaluation": {"metrics": list(e.metrics), "ref_split": e.ref_split, "max_images": e.max_images(n)},
+           "num_samples": n, "samples": identity}
+    path = root / f"metrics-{config_hash(key, 8)}.json"
     cached = read_json(path)
     if cached and cached.get("key") == key:
         return cached["metrics"]
-    log(f"{ctx.dataset}: evaluating {spec.method} w={spec.w:g} seed={spec.seed} on {n} images ({', '.join(e.metrics)})")
-    result = evaluate_samples(folder.image_paths()[:n], ctx.dataset, e.metrics, ref_split=e.ref_split,
-                              data_root=ctx.exp.data_dir(), batch_size=e.batch_size, device=ctx.device,
-                              cache_dir=ctx.cache_root / "reference", progress=ctx.progress)  # shared by experiments
+    log(f"{ctx.dataset}: evaluating {what} on {n} images ({', '.join(e.metrics)})")
+    result = evaluate_samples(images, ctx.dataset, e.metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
+                              batch_size=e.batch_size, device=ctx.device, max_images=e.max_images(n),
+                              cache_dir=ctx.cache_root / "reference",  # shared by experiments
+                              features_dir=root, progress=ctx.progress)
     atomic_write_json(path, {"key": key, "metrics": result})
     return result
+
+
+def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num_samples: Optional[int] = None) -> dict:
+    """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
+    n = num_samples or ctx.exp.sampling.num_samples
+    return _evaluate_cached(ctx, folder.image_paths()[:n], folder.root, folder.config, n,
+                            f"{spec.method} w={spec.w:g} seed={spec.seed}")
+
+
+REAL_SPLITS = {"train": "test", "test": "train", "all": "all"}  # reference split -> where the real control comes from
+
+
+def real_control_split(ref_split: str) -> str:
+    """The real-data control uses images outside the reference statistics when the reference is one split (the
+    other split), and images of the reference itself when it is all of them."""
+    return REAL_SPLITS[ref_split]
+
+
+def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tuple[dict, Path]:
+    """The real-data floor: ``num_samples`` real target images (a seeded subset of ``real_control_split``) scored
+    exactly like a sample set. Returns (the evaluation result, the folder holding its cached features)."""
+    split = real_control_split(ctx.exp.evaluation.ref_split)
+    images = get_dataset(ctx.dataset, split=split, root=ctx.exp.data_dir())
+    if len(images) < num_samples:
+        raise UserError(f"{ctx.dataset}/{split} has {len(images)} images, fewer than the {num_samples} of a sample set;"
+                        f" set report.controls=false or sampling.num_samples <= {len(images)}")
+    rows = np.sort(np.random.default_rng([seed, len(images)]).choice(len(images), num_samples, replace=False))
+    subset = images.subset(rows)
+    identity = {"real": ctx.dataset, "split": split, "fingerprint": images.fingerprint(), "seed": seed,
+                "num_samples": num_samples}
+    root = ctx.dir / "controls" / f"real-{split}-seed{seed}-{config_hash(identity, 8)}"
+    root.mkdir(parents=True, exist_ok=True)
+    return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)"), root

@@ -5,9 +5,13 @@ Each trial samples at w and is scored on ``sweep.low_fidelity_samples`` images f
 the expensive full-count evaluation. Sample i depends only on (seed, i), so the full evaluation extends the
 low-fidelity sample folder instead of starting over.
 
+Trials are selection: they run on the first selection seed, and their rows go to the study's own folder
+(results/<experiment>/sweeps/<dataset>-<method>-<metric>/runs.csv), never into the experiment's grid results. The
+study's best w is then sampled afresh on the report seeds and scored with intervals; that is the study's leaderboard.
+
 Studies live in SQLite under results/<experiment>/ by default, or in any Optuna storage URL (PostgreSQL/MySQL for
 many workers on many machines). A crashed worker's trial goes stale (heartbeat) and is retried; several workers on
-one storage share the trial budget (``--trials`` counts finished + pruned trials of the whole study).
+one storage share the study.
 """
 from __future__ import annotations
 
@@ -22,18 +26,22 @@ import pandas as pd
 
 from benchmark.guidance import W_DECIMALS
 from benchmark.harness.experiment import Experiment, RunSpec
-from benchmark.harness.leaderboard import is_lower_better, update_runs
-from benchmark.harness.run import run_row
-from benchmark.harness.stages import DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare, stage_sample
-from benchmark.io import atomic_open, file_lock
-from benchmark.metrics.registry import columns_of
+from benchmark.harness.leaderboard import build_leaderboard, describe, to_markdown, write_leaderboard
+from benchmark.harness.protocol import write_protocol
+from benchmark.harness.run import report_runs, run_row
+from benchmark.harness.runs import read_runs, update_runs
+from benchmark.harness.selection import chosen_w
+from benchmark.harness.stages import (DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare,
+                                      stage_real_control, stage_sample)
+from benchmark.io import atomic_open, atomic_write_text, file_lock
+from benchmark.metrics.registry import columns_of, lower_is_better
 
 SWEEP_METHODS = ("cfg", "dog")
 W_STEP = 0.01  # w is searched on a 0.01 grid: finer differences are far below the metrics' noise
 
 
 def metric_direction(metric: str) -> str:
-    return "minimize" if is_lower_better(metric) else "maximize"
+    return "minimize" if lower_is_better(metric) else "maximize"
 
 
 def study_name(exp: Experiment, dataset: str, method: str, metric: str) -> str:
@@ -97,25 +105,42 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
         pruner=CannotWinPruner(), direction=metric_direction(metric), load_if_exists=True))
 
 
-def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: Optional[int] = None,
-              storage_url: Optional[str] = None, device: str = "cpu", results_root=None, progress: bool = True,
-              prune_margin: float = 0.05, worker: int = 0) -> dict:
+def study_dir(exp: Experiment, dataset: str, method: str, metric: str, results_root=None) -> Path:
+    """A study's own folder: its runs table, leaderboard and PROTOCOL.md never mix with the grid's."""
+    return exp.results_dir(results_root) / "sweeps" / f"{dataset}-{method}-{metric}"
+
+
+def dashboard_hint(url: str) -> str:
+    return f"optuna-dashboard {url}   (pip install 'dogbench[dashboard]')"
+
+
+def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_trials: Optional[int] = None,
+              total_trials: Optional[int] = None, storage_url: Optional[str] = None, device: str = "cpu",
+              results_root=None, progress: bool = True, prune_margin: float = 0.05, worker: int = 0) -> dict:
+    """Trials on the first selection seed (low-fidelity first, pruned when they cannot win), then the best w
+    re-scored on the report seeds; everything goes to the study's own folder (``study_dir``).
+
+    ``more_trials``: run this many more trials (Optuna's n_trials); ``total_trials``: run until the study holds
+    this many finished trials (default: sweep.trials). Several workers on one storage share the study."""
     if method not in SWEEP_METHODS:
         raise ValueError(f"--method {method!r} has no w to search; choose cfg or dog")
     columns = columns_of(exp.evaluation.metrics)
     if metric not in columns:
         raise ValueError(f"--metric {metric!r} is not produced by evaluation.metrics={exp.evaluation.metrics}; "
                          f"choose one of {', '.join(columns)}")
-    trials = trials or exp.sweep.trials
     results_dir = exp.results_dir(results_root)
+    out = study_dir(exp, dataset, method, metric, results_root)
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
     stage_prepare(ctx)
     stage_finetune(ctx)
-    study = open_study(exp, dataset, method, metric, storage_url, results_root, worker=worker)
+    url = storage_url or exp.sweep_storage(results_root)
+    study = open_study(exp, dataset, method, metric, url, results_root, worker=worker)
     study.pruner = CannotWinPruner(margin=prune_margin)
-    low, full = exp.sweep_num_samples(), exp.sampling.num_samples
+    full = exp.selection_num_samples()
+    low = min(exp.sweep_num_samples(), full)
     lo, hi = exp.sweep_w_range()
-    seed = exp.seeds[0]
+    seed = exp.selection.seeds[0]
+    log(f"study {study.study_name} in {url}; watch it with: {dashboard_hint(url)}")
 
     def objective(trial):
         w = round(trial.suggest_float("w", lo, hi, step=W_STEP), W_DECIMALS)
@@ -127,23 +152,73 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: O
             if trial.should_prune():
                 raise optuna.TrialPruned(f"w={w}: {metric}={value:.3f} on {low} images cannot win")
             folder = stage_sample(ctx, spec, full)
-            result = stage_evaluate(ctx, spec, folder, full)
-            value = result["metrics"][metric]
-        else:
-            result = stage_evaluate(ctx, spec, folder, full)
-        update_runs(results_dir / "runs.csv", [{**run_row(ctx, spec, result, full), "study": study.study_name}])
-        return value
+        result = stage_evaluate(ctx, spec, folder, full)
+        row = run_row(ctx, spec, result, full, "selection", folder.root)
+        update_runs(out / "runs.csv", [{**row, "study": study.study_name}])
+        return result["metrics"][metric]
 
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=done_states))
-    if remaining > 0:
-        log(f"study {study.study_name}: {remaining} more trial(s), w in [{lo}, {hi}], {low} -> {full} images")
-        study.optimize(objective, n_trials=remaining,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states)])
+    done = len(study.get_trials(deepcopy=False, states=done_states))
+    if more_trials is None:
+        total = total_trials or exp.sweep.trials
+        more = total - done
+        callbacks = [optuna.study.MaxTrialsCallback(total, states=done_states)]
+        if more <= 0:
+            log(f"study {study.study_name} already holds {done} finished trials (total {total}); "
+                f"pass --trials N to run N more")
+    else:
+        more, callbacks = more_trials, []
+    if more > 0:
+        log(f"study {study.study_name}: {more} more trial(s), w in [{lo}, {hi}] on a {W_STEP} grid, "
+            f"{low} -> {full} images on selection seed {seed}")
+        study.optimize(objective, n_trials=more, callbacks=callbacks)
     summary = sweep_summary(study, dataset, method, metric)
-    write_sweep_summary(results_dir / "sweeps.csv", summary)
-    log(f"study {study.study_name}: best w={summary['best_w']} {metric}={summary['best_value']}")
+    write_sweep_summary(out.parent / "summary.csv", summary)
+    if summary["best_w"] is None:
+        return summary
+    log(f"study {study.study_name}: best w={summary['best_w']:g} ({metric}={summary['best_value']:.4g} on selection "
+        f"seed {seed}); re-scoring it on report seeds {exp.report.seeds}")
+    summary["leaderboard"] = rescore_best(exp, ctx, study, method, metric, out)
     return summary
+
+
+def sweep_experiment(exp: Experiment, method: str, metric: str, trial_ws: list[float]) -> Experiment:
+    """The experiment as the study saw it: fine-tune only and the searched method, w from the trials, selected
+    by the study's metric."""
+    study_exp = exp.replaced(methods=["none", method], w_grid=sorted(set(trial_ws) | {1.0}),
+                             evaluation={**exp.evaluation.to_dict(), "select_by": metric}, report={
+                                 **exp.report.to_dict(), "fixed_w": []})
+    study_exp._path = exp.path
+    return study_exp
+
+
+def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metric: str, out: Path) -> str:
+    """Sample the study's best w (and fine-tune only) on the report seeds, score them, and write the study's
+    leaderboard (report seeds only, with intervals), its runs.csv and PROTOCOL.md into ``out``."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    study_exp = sweep_experiment(exp, method, metric, [round(t.params["w"], W_DECIMALS) for t in trials])
+    runs = read_runs(out / "runs.csv")
+    selection = runs[(runs["phase"] == "selection") & (runs["dataset"] == ctx.dataset)]
+    chosen = chosen_w(selection, metric, shared_w1=True)
+    rows = []
+    for spec, phase in report_runs(study_exp, ctx.dataset, chosen):
+        folder = stage_sample(ctx, spec, exp.sampling.num_samples)
+        result = stage_evaluate(ctx, spec, folder, exp.sampling.num_samples)
+        rows.append({**run_row(ctx, spec, result, exp.sampling.num_samples, phase, folder.root),
+                     "study": study.study_name})
+    if exp.report.controls:
+        n = exp.sampling.num_samples
+        result, root = stage_real_control(ctx, n, exp.report.seeds[0])
+        rows.append(run_row(ctx, RunSpec(ctx.dataset, "real", float("nan"), exp.report.seeds[0]), result, n,
+                            "control", root))
+    runs = update_runs(out / "runs.csv", rows)
+    board = build_leaderboard(study_exp, runs[runs["dataset"] == ctx.dataset], ctx.results_dir, ctx.cache_root)
+    write_leaderboard(board, out / "leaderboard.csv")
+    markdown = to_markdown(board)
+    atomic_write_text(out / "leaderboard.md", f"# study {study.study_name}\n\n{describe(study_exp, board)}\n\n"
+                                              f"{markdown}\n")
+    write_protocol(study_exp, out / "PROTOCOL.md")
+    return markdown
 
 
 def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
@@ -154,14 +229,14 @@ def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
     except ValueError:  # no finished trial yet
         best_w = best_value = None
     return {"study": study.study_name, "dataset": dataset, "method": method, "metric": metric,
-            "best_w": best_w, "best_value": best_value,
+            "best_w": None if best_w is None else round(best_w, W_DECIMALS), "best_value": best_value,
             "n_complete": states.count(optuna.trial.TrialState.COMPLETE),
             "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
             "n_failed": states.count(optuna.trial.TrialState.FAIL)}
 
 
 def write_sweep_summary(path, summary: dict) -> None:
-    """sweeps.csv: one row per study (replaced when the study is summarised again)."""
+    """sweeps/summary.csv: one row per study (replaced when the study is summarised again)."""
     with file_lock(path):
         try:
             df = pd.read_csv(path)

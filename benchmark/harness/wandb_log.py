@@ -21,7 +21,8 @@ import pandas as pd
 import wandb
 
 from benchmark.errors import first_line
-from benchmark.harness.leaderboard import aggregate_seeds, present_metrics
+from benchmark.harness.runs import present_metrics
+from benchmark.harness.selection import aggregate_seeds
 from benchmark.io import config_hash
 from benchmark.tracking import warn
 
@@ -58,7 +59,8 @@ class NullTracker:
         pass
 
     def log_summary(self, leaderboard: pd.DataFrame, runs: Optional[pd.DataFrame] = None,
-                    figures: Optional[Mapping[str, str | os.PathLike]] = None) -> None:
+                    figures: Optional[Mapping[str, str | os.PathLike]] = None,
+                    protocol: Optional[list] = None) -> None:
         pass
 
     def finish(self) -> None:
@@ -130,13 +132,16 @@ class WandbTracker(NullTracker):
         self._log(name, data, name=name, group=f"{self.experiment}/{dataset}", job_type=method,
                   tags=[dataset, method], config={**self.config, "point": point})
 
-    def log_summary(self, leaderboard, runs=None, figures=None) -> None:
-        """The leaderboard (and runs) as wandb.Table, metric-vs-w line charts per dataset, and figure PNGs."""
+    def log_summary(self, leaderboard, runs=None, figures=None, protocol=None) -> None:
+        """The leaderboard (and runs, and the protocol table) as wandb.Table, metric-vs-w line charts of the
+        selection seeds per dataset, and figure PNGs; the protocol also goes into the run's config."""
         def data(wandb):
             logged: dict[str, Any] = {"leaderboard": wandb.Table(dataframe=_plain(leaderboard))}
+            if protocol:
+                logged["protocol"] = wandb.Table(dataframe=_plain(pd.DataFrame(protocol)))
             if runs is not None and len(runs):
                 logged["runs"] = wandb.Table(dataframe=_plain(runs))
-                agg = aggregate_seeds(runs)
+                agg = aggregate_seeds(runs[runs["phase"] == "selection"])
                 for metric in present_metrics(agg):
                     for dataset, group in agg.groupby("dataset", sort=False):
                         lines = {m: group[(group["method"] == m) & group[metric].notna()].sort_values("w")
@@ -151,8 +156,9 @@ class WandbTracker(NullTracker):
                 logged[f"figures/{label}"] = wandb.Image(str(path), caption=label)
             return logged
 
+        config = {**self.config, "protocol": {r["setting"]: r["this run"] for r in protocol or []}}
         self._log("the leaderboard", data, name=f"{self.experiment}-leaderboard", group=self.experiment,
-                  job_type="leaderboard")
+                  job_type="leaderboard", config=config)
 
     def finish(self) -> None:
         if self.logged and self.mode == "offline":

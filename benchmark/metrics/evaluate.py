@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from benchmark.data import get_dataset
 from benchmark.devices import default_device
 from benchmark.errors import UserError
-from benchmark.io import atomic_write_json, config_hash, read_json
+from benchmark.io import atomic_open, atomic_write_json, config_hash, read_json
 from benchmark.metrics.dinov2 import dinov2_network
 from benchmark.metrics.effnet import effnet_input_size, effnet_network
 from benchmark.metrics.features import ImageSource, feature_statistics, png_files
-from benchmark.metrics.frechet import frechet_distance
+from benchmark.metrics.frechet import frechet_distance, gaussian_stats
 from benchmark.metrics.inception import fid_inception_network
 from benchmark.metrics.prdc import MAX_POINTS, NEAREST_K, SUBSAMPLE_SEED, prdc, subsample
 from benchmark.metrics.reference import MAX_IMAGES, reference_stats, subset_indices
@@ -65,7 +67,7 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
                      data_root=None, inception_weights=None, dinov2_hub_dir=None, dinov2_weights=None,
                      batch_size: int = 50, device=None, num_workers: int | None = None, cache_dir=None,
                      max_images: int | None = None, networks: dict | None = None, out=None,
-                     progress: bool = True) -> dict[str, Any]:
+                     features_dir=None, progress: bool = True) -> dict[str, Any]:
     """Compute ``metrics`` of ``samples`` against ``dataset``'s reference statistics.
 
     samples: a directory of PNGs (recursive), a uint8 (N, H, W, 3) array, a list of PIL images, or an image dataset.
@@ -73,7 +75,11 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
     networks: optional {"inception"|"dinov2"|"effnet": FeatureNetwork} overriding the built-in networks.
     out: where to write the result json; default ``<samples dir>/metrics.json`` when samples is a directory, and
       nothing is written for in-memory samples unless ``out`` is given.
-    Returns {"metrics": {name: value}, "protocol": {metric: {...}}, ...}; PRDC adds its four values.
+    features_dir: where the sample features of each feature space are cached (``features-<space>-<key>.npz``, keyed by
+      the network's protocol and the images): a later evaluation, or any interval, is computed from them without
+      running the network again.
+    Returns {"metrics": {name: value}, "protocol": {metric: {...}}, "features": {space: file name in features_dir},
+    "reference": {space: file name in cache_dir}, ...}; PRDC adds its four values.
     """
     names = parse_metrics(metrics)
     max_images = MAX_IMAGES if max_images is None else max_images
@@ -90,12 +96,14 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
 
     values: dict[str, float] = {}
     protocols: dict[str, dict] = {}
+    feature_files, reference_files = {}, {}
     for space, net in nets.items():  # one network on the device at a time
-        stats = feature_statistics(net, source, batch_size=batch_size, device=device, num_workers=num_workers,
-                                   progress=progress, desc=f"{net.name} samples")
+        stats, feature_files[space] = sample_statistics(net, source, features_dir, batch_size=batch_size, device=device,
+                                                        num_workers=num_workers, progress=progress)
         feats = stats["features"]
         ref_stats = reference_stats(ref, net, cache_dir=cache_dir, batch_size=batch_size, device=device,
                                     num_workers=num_workers, max_images=max_images, progress=progress)
+        reference_files[space] = ref_stats.path.name if ref_stats.path else None
         common = {**net.protocol(), "n_samples": len(feats), "n_reference": ref_stats.n_images,
                   "reference": {k: ref_stats.protocol[k] for k in ("dataset", "split", "fingerprint", "n_dataset")},
                   "max_images": max_images, "subsample_seed": SUBSAMPLE_SEED}
@@ -114,6 +122,7 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
 
     result = {
         "metrics": values, "protocol": protocols, "n_samples": len(source),
+        "features": feature_files, "reference": reference_files,
         "samples": str(samples_dir) if samples_dir else f"<{type(samples).__name__}>",
         "dataset": getattr(ref, "name", None), "ref_split": getattr(ref, "split", ref_split),
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -123,6 +132,31 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
         result = _merge_into(out, result, samples_fingerprint(samples_dir) if samples_dir else None)
         atomic_write_json(out, result)
     return result
+
+
+def sample_statistics(net, source: ImageSource, features_dir=None, **kwargs) -> tuple[dict, str | None]:
+    """The feature statistics of ``source`` in ``net``'s space, from ``features_dir``'s cache when it holds them
+    (same network protocol, same images), else computed and cached there. Returns (statistics, cache file name)."""
+    key = {"network": net.protocol(), "n": len(source),
+           "images": [str(source.name(i)) for i in (0, len(source) - 1)] if len(source) else []}
+    path = Path(features_dir) / f"features-{net.name}-{config_hash(key, 12)}.npz" if features_dir else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["key"])) == json.loads(json.dumps(key, default=str)):
+                features = z["features"]
+                mu, sigma = gaussian_stats(features)
+                return {"n": len(features), "mu": mu, "sigma": sigma, "features": features}, path.name
+    stats = feature_statistics(net, source, desc=f"{net.name} samples", **kwargs)
+    if path is not None:
+        with atomic_open(path, "wb") as f:
+            np.savez(f, features=stats["features"], key=np.array(json.dumps(key, default=str)))
+    return stats, path.name if path is not None else None
+
+
+def load_sample_features(path) -> np.ndarray:
+    """The cached (N, D) float32 sample features written by ``sample_statistics``."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["features"]
 
 
 def _merge_into(path: Path, result: dict, fingerprint: str | None) -> dict:

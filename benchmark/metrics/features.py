@@ -119,6 +119,13 @@ class ImageSource(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.images) if self.indices is None else len(self.indices)
 
+    def name(self, i) -> str:
+        """A stable name of item ``i``: its file name (with its folder) for files, else its position."""
+        item = self.images[i if self.indices is None else self.indices[i]]
+        if isinstance(item, (str, os.PathLike)):
+            return f"{Path(item).parent.name}/{Path(item).name}"
+        return f"#{i if self.indices is None else self.indices[i]}"
+
     def __getitem__(self, i) -> Image.Image:
         item = self.images[i if self.indices is None else self.indices[i]]
         if isinstance(item, tuple):  # (image, label) from an ImageDataset

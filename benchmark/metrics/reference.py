@@ -59,6 +59,13 @@ def cache_path(protocol: dict[str, Any], cache_dir) -> Path:
     return Path(cache_dir) / name
 
 
+def load_reference(path) -> ReferenceStats:
+    """A cached reference-statistics file as written by ``reference_stats``."""
+    with np.load(path, allow_pickle=False) as z:
+        return ReferenceStats(z["mu"], z["sigma"], z["prdc_features"], int(z["n_images"]),
+                              json.loads(str(z["protocol"])), Path(path))
+
+
 def _load(path: Path, protocol: dict[str, Any]) -> ReferenceStats | None:
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -17,8 +17,17 @@ class EvaluationSettings(Settings):
     """metrics to compute: fid, fd_dinov2, prdc (DINOv2), fd_effnet, prdc_effnet (offline EfficientNet-Lite0)"""
     ref_split: Literal["train", "test", "all"] = "all"
     """real images of the reference statistics"""
+    reference: Literal["all", "subsample"] = "all"
+    """all: every image of ref_split (a seeded subset when there are more than max_reference_images);
+    subsample: as dgm-eval --nsample, a seeded subset of as many real images as there are samples"""
+    max_reference_images: Count = 50000
+    """cap on real (and generated) images per set, a seeded subset beyond it (dgm-eval's default)"""
     batch_size: Count = 256
     """images per feature-network forward pass"""
+
+    def max_images(self, num_samples: int) -> int:
+        """Images per set for evaluate_samples: the cap, or the sample count in subsample mode."""
+        return num_samples if self.reference == "subsample" else self.max_reference_images
 
     @field_validator("metrics", mode="before")
     @classmethod
