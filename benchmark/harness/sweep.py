@@ -151,7 +151,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, trials: O
     return summary
 
 
-def settle_trials(study, objective, poll_s: float) -> None:
+def settle_trials(study, objective, heartbeat_s: int) -> None:
     """Leave no trial RUNNING or WAITING. A killed worker's trial stays RUNNING until its heartbeat is older than the
     grace period; then fail_stale_trials fails it and the storage's RetryFailedTrialCallback enqueues its w again
     (WAITING), which is run here. So a worker whose budget is spent waits for the other workers' running trials
@@ -165,9 +165,10 @@ def settle_trials(study, objective, poll_s: float) -> None:
             study.optimize(objective, n_trials=1)  # ask() takes a waiting trial first
         elif states:
             if not told:
-                log(f"study {study.study_name}: waiting for {len(states)} running trial(s) of other workers")
+                log(f"study {study.study_name}: waiting for {len(states)} trial(s) running elsewhere (one whose worker "
+                    f"died is retried once its heartbeat is {2 * heartbeat_s} s old)")
                 told = True
-            time.sleep(poll_s)
+            time.sleep(heartbeat_s)
         else:
             return
 
