@@ -62,7 +62,8 @@ def throwaway_postgres(database: str = "sweeps") -> Iterator[str]:
         done = subprocess.run(as_server_user + [str(bin_dir / command[0]), *command[1:]], capture_output=True,
                               text=True, timeout=60, cwd=folder)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+            log = (folder / "server.log").read_text() if (folder / "server.log").exists() else ""
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}{log}")
 
     port = free_port()
     started = False

@@ -17,7 +17,8 @@ from benchmark.harness.storage import check_storage_url
 from conftest import run_if
 from postgres_server import free_port
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), run_if(shared_data="caltech101/caltech101_32.npz")]
+pytestmark = pytest.mark.usefixtures("one_thread")
+needs_images = run_if(shared_data="caltech101/caltech101_32.npz")  # the tiny experiment's target domain
 
 STUDY = "tiny/folder/dog/fd_effnet"
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -42,6 +43,7 @@ def beating_trial_of(storage, pid: int):
 
 @pytest.mark.slow  # four processes and a database server
 @run_if(postgres=True)
+@needs_images
 def test_four_workers_on_postgres_survive_a_killed_worker(tiny_experiment, postgres_url):
     path, results = tiny_experiment
     assert main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress",
@@ -85,6 +87,7 @@ def test_four_workers_on_postgres_survive_a_killed_worker(tiny_experiment, postg
     assert sweeps.loc[0, "best_w"] == study.best_params["w"]
 
 
+@needs_images
 def test_unreachable_postgres_fails_in_one_line_before_any_work(tiny_experiment, capsys):
     path, results = tiny_experiment
     url = f"postgresql://dogbench:secret@127.0.0.1:{free_port()}/sweeps"  # nothing listens there
