@@ -8,6 +8,7 @@ import yaml
 from PIL import Image
 
 from benchmark.models import DiT, export_checkpoint
+from postgres_server import missing_postgres, throwaway_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -19,9 +20,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def run_if(*, gpu: bool = False, shared_data: str | None = None, fixtures: bool = False):
+def run_if(*, gpu: bool = False, shared_data: str | None = None, fixtures: bool = False, postgres: bool = False):
     """The one skip helper: a test that needs a CUDA device, a file or folder of ../shared/data (relative path),
-    or ../shared/fixtures is skipped with the reason when it is missing."""
+    ../shared/fixtures, or a PostgreSQL server to start (the ``postgres_url`` fixture) is skipped with the reason
+    when it is missing."""
     reasons = []
     if gpu and not torch.cuda.is_available():
         reasons.append("needs a CUDA device")
@@ -29,6 +31,8 @@ def run_if(*, gpu: bool = False, shared_data: str | None = None, fixtures: bool 
         reasons.append(f"needs ../shared/data/{shared_data}")
     if fixtures and not FIXTURES.is_dir():
         reasons.append("needs ../shared/fixtures")
+    if postgres and missing_postgres():
+        reasons.append(missing_postgres())
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "runs")
 
 
@@ -44,6 +48,14 @@ def tiny_dit_config(**kw):
                class_dropout_prob=0.1, num_classes=5, learn_sigma=True)
     cfg.update(kw)
     return cfg
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server with an empty database (tests/postgres_server.py): its URL
+    postgresql://dogbench@127.0.0.1:PORT/sweeps. Use with run_if(postgres=True)."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture

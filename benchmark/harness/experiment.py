@@ -71,6 +71,9 @@ class SweepSettings(Settings):
     """[low, high] searched; null = the span of w_grid"""
     seed: Index = 0
     """sampler seed"""
+    heartbeat_s: Count = 60
+    """seconds between a running trial's heartbeats; a trial silent for twice this (its worker died) is failed and
+    its w retried"""
 
     @field_validator("w_range")
     @classmethod

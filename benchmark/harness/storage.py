@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-import sqlalchemy  # installed with optuna
+import sqlalchemy  # a dependency: Optuna's RDB storages are built on it
 
 from benchmark.errors import ConfigError
 

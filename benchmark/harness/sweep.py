@@ -16,7 +16,9 @@ one storage share the study.
 from __future__ import annotations
 
 import math
+import os
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Optional
@@ -83,10 +85,11 @@ def with_retries(make, attempts: int = 5):
 
 
 def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
-               results_root=None, heartbeat_s: int = 60, worker: int = 0):
+               results_root=None, heartbeat_s: Optional[int] = None, worker: int = 0):
     """The study, created on first use. ``worker`` (0, 1, ...) is mixed into the sampler's seed so that parallel
-    workers propose different w while each stays reproducible."""
+    workers propose different w while each stays reproducible. ``heartbeat_s``: default sweep.heartbeat_s."""
     url = storage_url or exp.sweep_storage(results_root)
+    heartbeat_s = heartbeat_s or exp.sweep.heartbeat_s
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     storage = with_retries(lambda: optuna.storages.RDBStorage(
@@ -143,6 +146,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
     log(f"study {study.study_name} in {url}; watch it with: {dashboard_hint(url)}")
 
     def objective(trial):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, e.g. to find a dead one
         w = round(trial.suggest_float("w", lo, hi, step=W_STEP), W_DECIMALS)
         spec = RunSpec(dataset, method if w != 1.0 else "none", w, seed)
         folder = stage_sample(ctx, spec, low)
@@ -172,6 +176,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
         log(f"study {study.study_name}: {more} more trial(s), w in [{lo}, {hi}] on a {W_STEP} grid, "
             f"{low} -> {full} images on selection seed {seed}")
         study.optimize(objective, n_trials=more, callbacks=callbacks)
+    settle_trials(study, objective, exp.sweep.heartbeat_s)
     summary = sweep_summary(study, dataset, method, metric)
     write_sweep_summary(out.parent / "summary.csv", summary)
     if summary["best_w"] is None:
@@ -180,6 +185,28 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
         f"seed {seed}); re-scoring it on report seeds {exp.report.seeds}")
     summary["leaderboard"] = rescore_best(exp, ctx, study, method, metric, out)
     return summary
+
+
+def settle_trials(study, objective, heartbeat_s: int) -> None:
+    """Leave no trial RUNNING or WAITING. A killed worker's trial stays RUNNING until its heartbeat is older than the
+    grace period; then fail_stale_trials fails it and the storage's RetryFailedTrialCallback enqueues its w again
+    (WAITING), which is run here. So a worker whose budget is spent waits for the other workers' running trials
+    (finished by them, or stale) before it leaves, and a rerun of a finished study cleans up after a crash."""
+    unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    told = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        states = [t.state for t in study.get_trials(deepcopy=False, states=unfinished)]
+        if optuna.trial.TrialState.WAITING in states:
+            study.optimize(objective, n_trials=1)  # ask() takes a waiting trial first
+        elif states:
+            if not told:
+                log(f"study {study.study_name}: waiting for {len(states)} trial(s) running elsewhere (one whose worker "
+                    f"died is retried once its heartbeat is {2 * heartbeat_s} s old)")
+                told = True
+            time.sleep(min(heartbeat_s, 2))  # a cheap query; a worker leaves soon after the others' trials end
+        else:
+            return
 
 
 def sweep_experiment(exp: Experiment, method: str, metric: str, trial_ws: list[float]) -> Experiment:
