@@ -13,8 +13,12 @@ def configure(p, name: str) -> None:
     p.add_argument("--exp", default="default", help="experiment: a name in ./experiments or the package's, or a YAML "
                                                     "path (default: default)")
     p.add_argument("--datasets", default=None, help="comma-separated subset of the experiment's datasets (default: all)")
-    p.add_argument("--stages", default=",".join(STAGE_ORDER), help=f"comma-separated stages to run (default: "
-                                                                   f"{','.join(STAGE_ORDER)})")
+    stages = p.add_mutually_exclusive_group()
+    stages.add_argument("--stages", default=None,
+                        help=f"run exactly these stages, comma-separated from {','.join(STAGE_ORDER)}; an earlier "
+                             f"stage's missing output is an error, not run (default: all)")
+    stages.add_argument("--until", default=None, choices=STAGE_ORDER, metavar="STAGE",
+                        help="run every stage up to and including STAGE")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--results-root", default=None, help="where <experiment>/ goes (default: $DOGBENCH_RESULTS, "
                                                         "else results/)")
@@ -32,10 +36,13 @@ def run(args) -> int:
         if unknown:
             raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.datasets)}); "
                             f"add them to its datasets or override datasets=[...]")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if args.until:
+        stages = list(STAGE_ORDER[:STAGE_ORDER.index(args.until) + 1])
+    else:
+        stages = [s.strip() for s in (args.stages or ",".join(STAGE_ORDER)).split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGE_ORDER]
-    if bad:
-        raise UserError(f"unknown stage(s) {','.join(bad)}; choose from {','.join(STAGE_ORDER)}")
+    if bad or not stages:
+        raise UserError(f"unknown stage(s) {','.join(bad) or '(none)'}; choose from {','.join(STAGE_ORDER)}")
     device = str(resolve_device(args.device))
     run_experiment(exp, datasets, stages, device, args.results_root,
                    progress=not args.no_progress and sys.stderr.isatty())

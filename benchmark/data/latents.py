@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from benchmark.data.registry import get_dataset
+from benchmark.distributed import barrier, main_writes, rank_world
 from benchmark.data.transforms import eval_transform
 from benchmark.io import atomic_torch_save, atomic_write_json, config_hash, read_json, results_root
 from benchmark.models.autoencoder import load_autoencoder
@@ -153,15 +154,17 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
     cache = cache_for(dataset, autoencoder, resolution, cache_dir, chunk_size, dtype)
     if cache.complete:
         return cache
-    cache.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": False})
+    with main_writes() as mine:
+        if mine:
+            cache.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": False})
 
     autoencoder = autoencoder.to(device).eval()
     images = copy.copy(dataset)  # the caller's transform (if any) is not ours to change
     images.transform = eval_transform(resolution)
-    missing = cache.missing_chunks()
-    done = cache.num_images - sum(len(cache.chunk_range(c)) for c in missing)
-    bar = tqdm(total=cache.num_images, initial=done, unit="img", disable=not progress,
+    rank, world = rank_world()
+    missing = [c for c in cache.missing_chunks() if c % world == rank]  # several processes: a share of the chunks each
+    bar = tqdm(total=sum(len(cache.chunk_range(c)) for c in missing), unit="img", disable=not progress,
                desc=f"encoding {dataset.name} {dataset.split} at {resolution}px")
     for c in missing:
         rows = cache.chunk_range(c)
@@ -179,7 +182,12 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
         atomic_torch_save({"mean": torch.cat(means), "std": torch.cat(stds), "labels": torch.cat(labels),
                            "rows": [rows.start, rows.stop]}, cache.chunk_path(c))
     bar.close()
-    atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": True})
+    barrier()  # every rank's chunks are on disk
+    with main_writes() as mine:
+        if mine:
+            if cache.missing_chunks():
+                raise RuntimeError(f"{cache.root}: chunks {cache.missing_chunks()[:5]} are missing after encoding")
+            atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": True})
     return cache
 
 

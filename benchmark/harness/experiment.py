@@ -121,6 +121,26 @@ class Report(Settings):
         return sorted(set(value))
 
 
+class Weights(Settings):
+    """Feature-network weights named in the experiment (absolute, or relative to the experiment file). The DiT
+    checkpoint is source.checkpoint and the VAE is autoencoder; null = the default lookup (README, 'weights')."""
+
+    inception: Optional[str] = None
+    """FID Inception file pt_inception-2015-12-05-6726825d.pth (default: the torch hub checkpoints folder)"""
+    dinov2_hub_dir: Optional[str] = None
+    """a local clone of facebookresearch/dinov2 (default: the torch hub cache)"""
+    dinov2_weights: Optional[str] = None
+    """dinov2_vitl14_pretrain.pth (default: the torch hub checkpoints folder)"""
+
+
+class Launch(Settings):
+    """How the fine-tune uses the processes it runs in. One process trains on one device; to train on N GPUs run
+    the experiment under torchrun (README, multi-GPU): every process then joins."""
+
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Lightning strategy across processes: ddp, or fsdp (shards the model and its EMA)"""
+
+
 class Tracking(Settings):
     wandb: WandbSettings = WandbSettings()
 
@@ -196,6 +216,8 @@ class Experiment(Settings):
     report: Report = Report()
     sweep: SweepSettings = SweepSettings()
     tracking: Tracking = Tracking()
+    weights: Weights = Weights()
+    launch: Launch = Launch()
 
     _path: Optional[Path] = PrivateAttr(default=None)  # the YAML file (not part of the config or its hash)
 
@@ -284,6 +306,13 @@ class Experiment(Settings):
         if self.autoencoder in AUTOENCODER_NAMES:
             return self.autoencoder
         return str(self.resolve(self.autoencoder))
+
+    def weight_paths(self) -> dict:
+        """The weights section as evaluate_samples' keyword arguments, paths resolved against the experiment file."""
+        w = self.weights
+        return {"inception_weights": w.inception and str(self.resolve(w.inception)),
+                "dinov2_hub_dir": w.dinov2_hub_dir and str(self.resolve(w.dinov2_hub_dir)),
+                "dinov2_weights": w.dinov2_weights and str(self.resolve(w.dinov2_weights))}
 
     def data_dir(self) -> Path:
         return data_root(self.resolve(self.data_root) if self.data_root else None)

@@ -24,10 +24,10 @@ from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, sav
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
 from benchmark.harness.selection import chosen_w
-from benchmark.harness.stages import (DatasetContext, distributed, init_distributed, log, real_control_split,
-                                      stage_evaluate, stage_finetune, stage_latents, stage_prepare, stage_real_control,
-                                      stage_sample)
-from benchmark.harness.wandb_log import make_tracker
+from benchmark.distributed import rank_world, setup
+from benchmark.harness.stages import (DatasetContext, log, real_control_split, stage_evaluate, stage_finetune,
+                                      stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.io import atomic_write_text, cached_file_sha256
 
 STAGE_ORDER = ("prepare", "latents", "finetune", "sample", "evaluate", "report")
@@ -93,39 +93,49 @@ def report_runs(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[RunSp
 def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, stages: Sequence[str],
                 tracker, progress: bool = True) -> list[dict]:
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
-    num_classes = stage_prepare(ctx)
+    num_classes = stage_prepare(ctx)  # a check, always: every other stage needs the data
     log(f"{dataset}: {num_classes} classes")
-    if "latents" in stages:
-        stage_latents(ctx)
-    stage_finetune(ctx)  # always: a finished fine-tune is a cheap lookup, and sampling needs its checkpoint
-    if "sample" not in stages:
+    later = [s for s in STAGE_ORDER if s in stages]
+    if not later or later == ["prepare"]:
         return []
-    rank, _ = distributed()
+    if "latents" in stages or "finetune" in stages:
+        stage_latents(ctx, run="latents" in stages)
+    if not {"finetune", "sample", "evaluate"} & set(stages):
+        return []
+    stage_finetune(ctx, run="finetune" in stages)
+    if not {"sample", "evaluate"} & set(stages):
+        return []
+    rank, _ = rank_world()
 
-    def sample_and_score(spec: RunSpec, n: int, phase: str) -> Optional[dict]:
-        folder = stage_sample(ctx, spec, n)
-        if "evaluate" not in stages or rank != 0:
-            return None
-        result = stage_evaluate(ctx, spec, folder, n)
-        row = run_row(ctx, spec, result, n, phase, folder.root)
+    def sample_and_score(spec: RunSpec, n: int, phase: str) -> tuple[Optional[dict], dict]:
+        """(runs.csv row on rank 0 else None, the metrics: on every rank)."""
+        folder = stage_sample(ctx, spec, n, run="sample" in stages)
+        if "evaluate" not in stages:
+            return None, {}
+        result = stage_evaluate(ctx, spec, folder, n)  # every rank: the features are extracted in shares
+        if rank != 0:
+            return None, result["metrics"]
         grid = save_sample_grid(folder, ctx.dir / "grids" / f"{spec.method}-w{spec.w:g}-seed{spec.seed}.png")
         tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid})
-        return row
+        return run_row(ctx, spec, result, n, phase, folder.root), result["metrics"]
 
-    selection = [sample_and_score(spec, exp.selection_num_samples(), "selection")
-                 for spec in exp.selection_runs(dataset)]
-    if "evaluate" not in stages or rank != 0:
+    specs = exp.selection_runs(dataset)
+    selection = [sample_and_score(spec, exp.selection_num_samples(), "selection") for spec in specs]
+    if "evaluate" not in stages:
         return []  # w cannot be chosen without scores: the report sets wait for an evaluated selection
-    chosen = chosen_w(selection, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
+    scored = [{"dataset": s.dataset, "phase": "selection", "method": s.method, "w": s.w, "seed": s.seed, **metrics}
+              for s, (_, metrics) in zip(specs, selection)]  # every rank makes the same choice
+    chosen = chosen_w(scored, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
     log(f"{dataset}: chosen on selection seeds {exp.selection.seeds}: "
         + ", ".join(f"{m} w={w:g}" for (_, m), w in chosen.items()))
-    rows = selection + [sample_and_score(spec, exp.sampling.num_samples, phase)
-                        for spec, phase in report_runs(exp, dataset, chosen)]
+    rows = [row for row, _ in selection]
+    rows += [sample_and_score(spec, exp.sampling.num_samples, phase)[0]
+             for spec, phase in report_runs(exp, dataset, chosen)]
     if exp.report.controls:
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)
         rows.append(run_row(ctx, RunSpec(dataset, "real", float("nan"), seed), result, n, "control", root))
-    return rows
+    return [row for row in rows if row is not None] if rank == 0 else []
 
 
 def current_rows(exp: Experiment, runs):
@@ -186,7 +196,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
 
 def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, stages: Sequence[str] = STAGE_ORDER,
                    device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
-    device = init_distributed(device or default_device())
+    device = setup(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "config.yaml", exp.to_yaml())
@@ -194,12 +204,12 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
     log(f"experiment {exp.name}: {len(datasets)} dataset(s), {len(exp.selection_runs(datasets[0]))} selection sample "
         f"sets each ({exp.selection_num_samples()} images), then the chosen settings on report seeds "
         f"{exp.report.seeds} ({exp.sampling.num_samples} images); device {device}; results in {results_dir}")
-    tracker = make_tracker(exp, results_root)
+    rank, _ = rank_world()
+    tracker = make_tracker(exp, results_root) if rank == 0 else NullTracker()
     rows = []
     with tracker:
         for dataset in datasets:
-            rows += run_dataset(exp, dataset, results_dir, device, stages, tracker, progress)
-        rank, _ = distributed()
+            rows += run_dataset(exp, dataset, results_dir, device, stages, tracker, progress and rank == 0)
         markdown = report(exp, results_dir, rows, tracker) if "report" in stages and rank == 0 else None
     if markdown:
         print(f"\n{exp.name}: leaderboard ({results_dir / 'leaderboard.csv'})\n\n{markdown}\n")

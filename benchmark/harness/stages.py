@@ -7,57 +7,30 @@ config's hash, so nothing finished is overwritten).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from benchmark.data import get_dataset
+from benchmark.distributed import barrier, local_world, main_writes, rank_world
 from benchmark.errors import UserError
-from benchmark.data.latents import build_latent_cache
+from benchmark.data.latents import build_latent_cache, cache_for
 from benchmark.harness.experiment import Experiment, RunSpec
 from benchmark.harness.identity import stage_config
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
-from benchmark.training import finetune
+from benchmark.training import LaunchSettings, finetune
 
 DONE = "done.json"
 
 
 def log(message: str) -> None:
     print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun / Lightning's launcher, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def init_distributed(device: str) -> str:
-    """Under torchrun (WORLD_SIZE > 1): join the process group and take this rank's GPU. Sampling then shards
-    sample indices across ranks (i % world == rank); rank 0 evaluates and reports."""
-    rank, world = distributed()
-    if world <= 1:
-        return device
-    cuda = str(device).startswith("cuda")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return device
-
-
-def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 @dataclass
@@ -115,17 +88,28 @@ def stage_prepare(ctx: DatasetContext) -> int:
     return train.num_classes
 
 
-def stage_latents(ctx: DatasetContext) -> Optional[Path]:
-    """Pre-encode the training images (both flips) with the VAE; pixel-space experiments skip this."""
+def missing(what: str, stage: str) -> UserError:
+    return UserError(f"{what} is missing; add '{stage}' to --stages (or pass --until with a later stage)")
+
+
+def stage_latents(ctx: DatasetContext, run: bool = True) -> Optional[Path]:
+    """Pre-encode the training images (both flips) with the VAE, each process a share of the chunks; pixel-space
+    experiments skip this. With ``run=False`` only check that the cache is complete."""
     if ctx.exp.autoencoder == "identity":
         return None
-    return build_latent_cache(ctx.dataset, split=ctx.exp.finetune.split, resolution=ctx.exp.source.image_size,
-                              autoencoder=ctx.autoencoder(), data_root=ctx.exp.data_dir(),
-                              cache_dir=ctx.cache_root / "latents", device=ctx.device, progress=ctx.progress)
+    images = get_dataset(ctx.dataset, split=ctx.exp.finetune.split, root=ctx.exp.data_dir())
+    if not run:
+        cache = cache_for(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents")
+        if not cache.complete:
+            raise missing(f"{ctx.dataset}: the latent cache {cache.root}", "latents")
+        return cache.root
+    return build_latent_cache(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents",
+                              num_workers=ctx.exp.finetune.num_workers, device=ctx.device, progress=ctx.progress)
 
 
-def stage_finetune(ctx: DatasetContext) -> Path:
-    """Fine-tune the source model on the dataset (resuming from the last checkpoint); returns the EMA export."""
+def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
+    """Fine-tune the source model on the dataset (resuming from the last checkpoint); returns the EMA export.
+    With ``run=False`` only find a finished fine-tune."""
     key = config_hash(stage_config(ctx.exp, "finetune", ctx.dataset))
     out = ctx.dir / f"finetune-{key}"
     done = read_json(out / DONE)
@@ -133,7 +117,13 @@ def stage_finetune(ctx: DatasetContext) -> Path:
         ctx.finetuned_path = out / done["ema"]
         log(f"{ctx.dataset}: fine-tune {key} already done")
         return ctx.finetuned_path
+    if not run:
+        raise missing(f"{ctx.dataset}: the fine-tune {out}", "finetune")
     log(f"{ctx.dataset}: fine-tuning {ctx.exp.source.checkpoint} for {ctx.exp.finetune.steps} steps -> {out}")
+    _, world = rank_world()
+    # one process: one device; under torchrun every process trains, in the process group it already joined
+    launch = LaunchSettings(strategy=ctx.exp.launch.strategy, devices=local_world() if world > 1 else 1,
+                            num_nodes=max(1, world // local_world()))
     ema = finetune(
         source=ctx.exp.source_checkpoint(),
         dataset=ctx.dataset,
@@ -146,9 +136,14 @@ def stage_finetune(ctx: DatasetContext) -> Path:
         data_root=ctx.exp.data_dir(),
         latent_cache_dir=ctx.cache_root / "latents",
         wandb=ctx.exp.tracking.wandb,
+        launch=launch,
         progress=ctx.progress,
     )
-    atomic_write_json(out / DONE, {"config": stage_config(ctx.exp, "finetune", ctx.dataset), "ema": Path(ema).name})
+    barrier()  # rank 0 has written the export before anyone records or reads it
+    with main_writes() as mine:
+        if mine:
+            atomic_write_json(out / DONE, {"config": stage_config(ctx.exp, "finetune", ctx.dataset),
+                                           "ema": Path(ema).name})
     ctx.finetuned_path = Path(ema)
     return ctx.finetuned_path
 
@@ -161,21 +156,28 @@ def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int]
     return SampleFolder(ctx.dir / "samples" / name, num_samples or ctx.exp.sampling.num_samples, identity)
 
 
-def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
-    """Make (or finish) the samples of one (method, w, seed); this rank makes its share."""
+def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None, run: bool = True) -> SampleFolder:
+    """Make (or finish) the samples of one (method, w, seed); this rank makes its share. With ``run=False`` only
+    find the finished folder."""
+    with main_writes() as mine:  # rank 0 creates the folder's manifest, the others find it
+        if mine:
+            sample_folder(ctx, spec, num_samples).open()
     folder = sample_folder(ctx, spec, num_samples).open()
-    rank, world = distributed()
-    if not folder.missing(rank, world):
-        folder.mark_complete()
+    rank, world = rank_world()
+    if not folder.missing():
         return folder
+    if not run:
+        raise missing(f"{ctx.dataset}: samples {folder.root.name} ({len(folder.missing())} of {folder.num_samples})",
+                      "sample")
     s = ctx.exp.sampling
     pretrained = ctx.model("pretrained") if spec.method == "dog" else None
     sampler = build_sampler(s, spec.method, spec.w, spec.seed, ctx.model("finetuned"), pretrained, ctx.autoencoder(),
                             ctx.device)
     log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
     generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
-    barrier()
-    folder.mark_complete()
+    with main_writes() as mine:  # every rank's share is on disk before the set is marked complete
+        if mine:
+            folder.mark_complete()
     return folder
 
 
@@ -190,11 +192,14 @@ def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n:
     if cached and cached.get("key") == key:
         return cached["metrics"]
     log(f"{ctx.dataset}: evaluating {what} on {n} images ({', '.join(e.metrics)})")
+    # every rank extracts the features of its share; the statistics are combined across ranks
     result = evaluate_samples(images, ctx.dataset, e.metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
                               batch_size=e.batch_size, device=ctx.device, max_images=e.max_images(n),
                               cache_dir=ctx.cache_root / "reference",  # shared by experiments
-                              features_dir=root, progress=ctx.progress)
-    atomic_write_json(path, {"key": key, "metrics": result})
+                              features_dir=root, progress=ctx.progress, **ctx.exp.weight_paths())
+    with main_writes() as mine:
+        if mine:
+            atomic_write_json(path, {"key": key, "metrics": result})
     return result
 
 

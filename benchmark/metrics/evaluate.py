@@ -15,6 +15,7 @@ import torch
 
 from benchmark.data import get_dataset
 from benchmark.devices import default_device
+from benchmark.distributed import main_writes
 from benchmark.errors import UserError
 from benchmark.io import atomic_open, atomic_write_json, config_hash, read_json
 from benchmark.metrics.dinov2 import dinov2_network
@@ -148,8 +149,10 @@ def sample_statistics(net, source: ImageSource, features_dir=None, **kwargs) -> 
                 return {"n": len(features), "mu": mu, "sigma": sigma, "features": features}, path.name
     stats = feature_statistics(net, source, desc=f"{net.name} samples", **kwargs)
     if path is not None:
-        with atomic_open(path, "wb") as f:
-            np.savez(f, features=stats["features"], key=np.array(json.dumps(key, default=str)))
+        with main_writes() as mine:  # the statistics are of every rank's share; rank 0 keeps them
+            if mine:
+                with atomic_open(path, "wb") as f:
+                    np.savez(f, features=stats["features"], key=np.array(json.dumps(key, default=str)))
     return stats, path.name if path is not None else None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.distributed import main_writes
 from benchmark.io import atomic_open, config_hash, results_root
 from benchmark.metrics.features import FeatureNetwork, ImageSource, feature_statistics
 from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
@@ -92,8 +93,10 @@ def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_s
     stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
                                progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
     prdc_features = subsample(stats["features"], prdc_points)
-    with atomic_open(path, "wb") as f:
-        np.savez(f, mu=stats["mu"], sigma=stats["sigma"], prdc_features=prdc_features, n_images=np.int64(stats["n"]),
-                 protocol=np.array(json.dumps(protocol, default=str)))
+    with main_writes() as mine:  # every rank computed its share; rank 0 writes the file, the others wait for it
+        if mine:
+            with atomic_open(path, "wb") as f:
+                np.savez(f, mu=stats["mu"], sigma=stats["sigma"], prdc_features=prdc_features,
+                         n_images=np.int64(stats["n"]), protocol=np.array(json.dumps(protocol, default=str)))
     return ReferenceStats(stats["mu"], stats["sigma"], prdc_features, stats["n"],
                           json.loads(json.dumps(protocol, default=str)), path)

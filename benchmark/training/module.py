@@ -3,8 +3,9 @@
 weights updated after every optimizer step, and label dropout that trains the null label (CFG's unconditional branch).
 
 Reproducibility: every random draw of a training step (encoder noise of cached latents, t, diffusion noise, label
-dropout) comes from a generator seeded by (seed, rank, step). A run resumed from a checkpoint therefore draws
-exactly what the uninterrupted run drew, with no RNG state to save, and ranks draw differently from each other.
+dropout) comes from a generator seeded by (seed, step), drawn for the whole global batch, of which each rank keeps
+the items it holds. A run resumed from a checkpoint therefore draws exactly what the uninterrupted run drew, with no
+RNG state to save, and a global batch gets the same numbers whether one device or several train on it.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from benchmark.training.ema import frozen_copy, update_ema
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """A distinct 63-bit seed per (seed, rank, step)."""
-    return ((seed * 1_000_003 + rank) * 2_147_483_659 + step) % (2 ** 63 - 1)
+def step_seed(seed: int, step: int) -> int:
+    """A distinct 63-bit seed per (seed, step)."""
+    return (seed * 1_000_003 * 2_147_483_659 + step) % (2 ** 63 - 1)
 
 
 class DiffusionTrainer(L.LightningModule):
@@ -67,17 +68,31 @@ class DiffusionTrainer(L.LightningModule):
         # the loss (VB term: logs and exps of variances) in fp32 even when the network runs in bf16
         return self.model(x, t, y).float()
 
+    def _draw(self, shape, kind: str, g: torch.Generator, dtype=None) -> Tensor:
+        """This rank's part of a draw for the whole global batch: the global batch's item j is on rank j % world
+        (benchmark.training.datamodule.StreamSampler), so every item gets the same numbers on any number of
+        devices (one process draws exactly what it always drew)."""
+        world, rank = self.trainer.world_size if self._trainer is not None else 1, self.global_rank
+        full = (shape[0] * world, *shape[1:])
+        if kind == "randn":
+            out = torch.randn(full, generator=g, device=self.device, dtype=dtype)
+        elif kind == "rand":
+            out = torch.rand(full, generator=g, device=self.device)
+        else:
+            out = torch.randint(0, self.diffusion.num_timesteps, full, generator=g, device=self.device)
+        return out[rank::world]
+
     def training_step(self, batch, batch_idx):
-        g = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, self.global_rank, self.global_step))
+        g = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, self.global_step))
         if len(batch) == 3:
             mean, std, y = batch
-            x0 = mean + std * torch.randn(mean.shape, generator=g, device=self.device, dtype=mean.dtype)
+            x0 = mean + std * self._draw(mean.shape, "randn", g, mean.dtype)
         else:
             x0, y = batch
         n = len(y)
-        t = torch.randint(0, self.diffusion.num_timesteps, (n,), generator=g, device=self.device)
-        noise = torch.randn(x0.shape, generator=g, device=self.device, dtype=x0.dtype)
-        drop = torch.rand(n, generator=g, device=self.device) < self.label_dropout
+        t = self._draw((n,), "randint", g)
+        noise = self._draw(x0.shape, "randn", g, x0.dtype)
+        drop = self._draw((n,), "rand", g) < self.label_dropout
         y = torch.where(drop, torch.full_like(y, self.model.num_classes), y)
         terms = self.diffusion.training_losses(self._forward_fp32, x0, t, {"y": y}, noise=noise)
         loss = terms["loss"].mean()
