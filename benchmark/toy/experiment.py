@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchmark.diffusion import create_diffusion
-from benchmark.guidance import GuidedDenoiser
+from benchmark.guidance import GuidedDenoiser, resolve_method
 from benchmark.toy.data import GaussianMixture, source_mixture, target_mixture
 from benchmark.toy.metrics import toy_metrics
 from benchmark.toy.model import ToyDenoiser, reheaded_for_target
@@ -88,13 +88,8 @@ def train_denoiser(
 def build_denoiser(method: str, w: float, finetuned: ToyDenoiser, pretrained: ToyDenoiser) -> GuidedDenoiser:
     """Fine-tune only (w=1), CFG (guide: the fine-tuned model's null label K) or DoG (guide: the frozen pre-trained
     model's own null label). Both eps channels are guided: the toy has no latent channel to leave out."""
-    if method == "finetune" or w == 1.0:
-        return GuidedDenoiser(finetuned, w=1.0, guided_channels=None)
-    if method == "cfg":
-        return GuidedDenoiser(finetuned, finetuned, w=w, guide_null_label=finetuned.null_label, guided_channels=None)
-    if method == "dog":
-        return GuidedDenoiser(finetuned, pretrained, w=w, guide_null_label=pretrained.null_label, guided_channels=None)
-    raise ValueError(f"unknown method {method!r}; use finetune, cfg or dog")
+    spec = resolve_method("none") if method == "finetune" or w == 1.0 else resolve_method(method, w=w)
+    return GuidedDenoiser(spec, {"finetuned": finetuned, "pretrained": pretrained}, guided_channels=None)
 
 
 @torch.no_grad()
