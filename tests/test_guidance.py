@@ -221,6 +221,7 @@ def test_bad_methods_and_parameters_are_one_line_errors():
     assert "not one of its parameters" in one_line(ValueError, Method, "m", rule, (Guide("g", "finetuned", "null", "s"),))
     assert "must be unique and not one of" in one_line(ValueError, Method, "m", rule, (), (Param("eta", 0, 1, 0.5),))
     assert "without spaces" in one_line(ValueError, Method, "my rule", rule)
+    assert "registered method's name" in one_line(ConfigError, resolve_method, Method("cfg", rule))
     assert "label 'uncond'" in one_line(ValueError, Method, "m", rule, (Guide("g", "finetuned", "uncond", "w"),),
                                         (scale_param(),))
 

@@ -280,6 +280,10 @@ def _load_reference(reference: str) -> Method:
 def lookup_method(method: str | Method) -> tuple[Method, str]:
     """(method, source) for a registry name, ``module:attribute`` or a Method object."""
     if isinstance(method, Method):
+        registered = _REGISTRY.get(method.name)
+        if registered is not None and registered is not method:
+            raise ConfigError(f"guidance method {method.name!r} is a registered method's name, for another "
+                              f"declaration; give yours another name")
         return method, ""
     if not isinstance(method, str) or not method.strip():
         raise ConfigError(f"guidance method {method!r} must be a name ({', '.join(_REGISTRY)}) or module:attribute")
