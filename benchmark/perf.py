@@ -36,7 +36,7 @@ from benchmark.metrics.effnet import EfficientNetLite0
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, feature_statistics, state_dict_sha256
 from benchmark.metrics.inception import FIDInceptionV3
 from benchmark.models import KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
-from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples
+from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, method_point
 from benchmark.settings import Count, Settings
 from benchmark.training.module import DiffusionTrainer
 from benchmark.training.run import lightning_trainer
@@ -167,8 +167,9 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
             print(f"timing {method} sampling ({path}) ...", flush=True)
             seconds = []
             for steps in cfg.timed_steps:
-                sampler = build_sampler(settings.replaced(steps=steps), method, GUIDED_W, 0, finetuned, pretrained,
-                                        autoencoder, device)
+                timed = settings.replaced(steps=steps)
+                sampler = build_sampler(timed, method_point(method, GUIDED_W if method != "none" else 1.0, timed), 0,
+                                        finetuned, pretrained, autoencoder, device)
                 seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
             (s1, s2), (t1, t2) = cfg.timed_steps, seconds
             per_step = (t2 - t1) / (s2 - s1)

@@ -3,6 +3,7 @@ import torch
 
 from benchmark.data import get_dataset
 from benchmark.harness.loading import load_experiment
+from benchmark.guidance import resolve_method
 from benchmark.models import IdentityAutoencoder, load_dit
 from benchmark.sampling import SamplingSettings, build_sampler
 
@@ -16,5 +17,6 @@ def test_default_experiment_assets_are_present_and_load(tmp_path, one_thread):
         assert len(get_dataset(dataset, split="all", root=tmp_path)) > 0
     with torch.no_grad():  # the source model samples images (2 images, 3 steps: a smoke check, not a quality one)
         settings = SamplingSettings(steps=3, clip_denoised=True)
-        images, labels = build_sampler(settings, "none", 1.0, 0, source, None, IdentityAutoencoder(), "cpu").sample([0, 1])
+        made = build_sampler(settings, resolve_method("none"), 0, source, None, IdentityAutoencoder(), "cpu")
+        images, labels = made.sample([0, 1])
     assert images.shape == (2, 32, 32, 3) and images.std() > 0

@@ -6,7 +6,7 @@ from benchmark.devices import precision, tf32
 from benchmark.diffusion import create_diffusion
 from benchmark.models import build_dit
 from benchmark.sampling import SamplingSettings
-from benchmark.sampling.build import compiled, make_denoiser
+from benchmark.sampling.build import compiled, make_denoiser, method_point
 
 pytestmark = pytest.mark.gpu
 
@@ -28,8 +28,10 @@ def test_bf16_compiled_eps_matches_fp32_per_step(method):
     y = torch.randint(0, 101, (16,), device="cuda")
     diffusion = create_diffusion("50")
     settings = SamplingSettings()
-    ref = make_denoiser(method, 1.5, ft, pre, settings)
-    fast = make_denoiser(method, 1.5, compiled(random_dit(101)), compiled(random_dit(1000)), settings)
+    spec = method_point(method, 1.5, settings)
+    ref = make_denoiser(spec, {"finetuned": ft, "pretrained": pre}, settings)
+    fast = make_denoiser(spec, {"finetuned": compiled(random_dit(101)), "pretrained": compiled(random_dit(1000))},
+                         settings)
     for i in (49, 25, 0):
         t = torch.full((16,), diffusion.timestep_map[i], device="cuda")
         with torch.no_grad():

@@ -35,8 +35,8 @@ def test_yaml_settings_arrive_where_they_are_used(tiny_experiment, monkeypatch):
         seen["wandb"] = wandb
         return real_loggers(out_dir, run_id, config, wandb)
 
-    def spy_build(settings, method, w, seed, *args):
-        sampler = real_build(settings, method, w, seed, *args)
+    def spy_build(settings, method, seed, *args):
+        sampler = real_build(settings, method, seed, *args)
         seen.setdefault("samplers", []).append(sampler)
         return sampler
 
@@ -57,4 +57,4 @@ def test_yaml_settings_arrive_where_they_are_used(tiny_experiment, monkeypatch):
     assert sampler.denoiser.guided_channels == 2
     assert (sampler.denoiser.interval.low, sampler.denoiser.interval.high) == (100.0, 800.0)
     assert sampler.diffusion.num_timesteps == 4
-    assert sampler.denoiser.guide_model is not sampler.denoiser.model  # DoG: the source model guides
+    assert sampler.denoiser.models["pretrained"] is not sampler.denoiser.model  # DoG: the source model guides

@@ -113,24 +113,50 @@ def test_spread_ratio_is_one_for_exact_draws_and_shrinks_when_collapsed():
     assert spread_ratio(centre + 0.5 * (x - centre), y, target) == pytest.approx(0.5, abs=0.02)
 
 
-def test_cfg_and_dog_denoisers_use_their_own_guides():
-    from benchmark.toy.experiment import build_denoiser
+def test_toy_denoisers_use_their_own_guides():
+    from benchmark.guidance import resolve_method
+    from benchmark.toy.experiment import make_diffusions, toy_denoiser
+    from benchmark.toy.settings import ToyConfig
 
     torch.manual_seed(0)
     pre = ToyDenoiser(num_classes=36, hidden=32, depth=2)
     ft = reheaded_for_target(pre, 4)
+    weak = reheaded_for_target(pre, 4)
     with torch.no_grad():  # make the fine-tuned model differ from the pre-trained one beyond its label table
         for p in ft.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    models = {"finetuned": ft, "pretrained": pre, "weak": weak}
+    _, diffusion = make_diffusions(ToyConfig())
     x, t, y = torch.randn(6, 2), torch.randint(0, 1000, (6,)), torch.tensor([0, 1, 2, 3, 0, 1])
+    run = lambda name, **p: toy_denoiser(resolve_method(name, p), models, diffusion)(x, t, y)  # noqa: E731
     cond = ft(x, t, y)
     with torch.no_grad():
-        cfg_out = build_denoiser("cfg", 2.0, ft, pre)(x, t, y)
-        dog_out = build_denoiser("dog", 2.0, ft, pre)(x, t, y)
-        unguided = build_denoiser("finetune", 1.0, ft, pre)(x, t, y)
-    torch.testing.assert_close(cfg_out, 2 * cond - ft(x, t, torch.full_like(y, 4)))
-    torch.testing.assert_close(dog_out, 2 * cond - pre(x, t, torch.full_like(y, 36)))
-    torch.testing.assert_close(unguided, cond)
+        torch.testing.assert_close(run("cfg", w=2.0), 2 * cond - ft(x, t, torch.full_like(y, 4)))
+        torch.testing.assert_close(run("dog", w=2.0), 2 * cond - pre(x, t, torch.full_like(y, 36)))
+        torch.testing.assert_close(run("autoguidance", w=2.0), 2 * cond - weak(x, t, y))
+        torch.testing.assert_close(run("none"), cond)
+
+
+def test_toy_runs_every_builtin_guided_method_and_the_apg_variants():
+    from benchmark.guidance import BUILTIN_METHODS
+    from benchmark.toy.experiment import toy_runs
+    from benchmark.toy.settings import ToyConfig
+
+    runs = toy_runs(ToyConfig.parse({"w_grid": [1, 3], "plot_w": 3}))
+    assert [r.label for r in runs] == ["none", "cfg", "dog", "cfg+dog", "autoguidance", "cfg+APG", "dog+APG"]
+    assert {r.spec.name for r in runs} == set(BUILTIN_METHODS)
+    by = {r.label: r.spec for r in runs}
+    assert by["cfg+dog"].params["w_cfg"] == by["cfg+dog"].params["w_dog"] == 2.0  # half the extrapolation each
+    assert by["dog+APG"].projected and by["dog+APG"].params["w"] == 3.0 and not by["dog"].projected
+
+
+def test_t_interval_by_hand():
+    from benchmark.toy.report import t_interval
+
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 dof) * sd 1 / sqrt(3)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert t_interval([5.0]) == (5.0, None, None)
 
 
 def test_config_rejects_bad_input_with_the_fix():
@@ -147,6 +173,10 @@ def test_config_rejects_bad_input_with_the_fix():
     assert "field_t [1000] must be timesteps in [0, 999]" in error(field_t=[1000])
     assert "sampler_variance='learned' is not one of small, large" in error(sampler_variance="learned")
     assert "did you mean 'w_grid'" in error(w_gird=[1.0])
+    assert "weak_step 1500 must be before the last" in error(weak_step=1500)
+    assert "plot_w 1.0 is unguided" in error(w_grid=[1.0, 2.0], plot_w=1.0)
+    assert "'none' has no guide to project" in error(apg_methods=["none"])
+    assert "did you mean 'dog'" in error(apg_methods=["dgo"])
 
 
 def test_toy_flags_come_from_the_schema(capsys):
@@ -159,8 +189,8 @@ def test_toy_flags_come_from_the_schema(capsys):
 # The smallest toy that still trains a usable pre-trained and fine-tuned pair (~10 s on 2 busy cores). 50 beta_t
 # ("large") sampler steps leave the unguided model ~20% off the target support, so guidance has something to fix.
 TINY_ARGS = ["toy", "--seed", "0", "--pretrain-steps", "1000", "--finetune-steps", "500", "--hidden", "64",
-             "--num-samples", "500", "--sample-steps", "50", "--sampler-variance", "large", "--w-grid", "1,2",
-             "--plot-w", "2", "--field-t", "50", "--no-progress"]
+             "--num-samples", "250", "--seeds", "2", "--sample-steps", "50", "--sampler-variance", "large",
+             "--w-grid", "1,2", "--plot-w", "2", "--field-t", "50", "--apg-methods", "dog", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -177,22 +207,33 @@ def test_dog_puts_fewer_samples_off_the_target_support_than_cfg_at_w2(tiny_run):
     """The paper's mechanism: CFG extrapolates away from the fine-tuned model's own (target-only) unconditional, DoG
     away from the pre-trained model's (source) unconditional, which pulls samples onto the target more strongly."""
     _, metrics = tiny_run
-    by = {(r["method"], r["w"]): r for r in metrics["rows"]}
-    cfg, dog, unguided = by[("cfg", 2.0)], by[("dog", 2.0)], by[("finetune", 1.0)]
-    assert dog["ood_rate"] < cfg["ood_rate"] < unguided["ood_rate"]
+    by = {(r["variant"], r["w"]): r for r in metrics["leaderboard"]}
+    cfg, dog, unguided = by[("cfg", 2.0)], by[("dog", 2.0)], by[("none", 1.0)]
+    assert dog["ood_rate_mean"] < cfg["ood_rate_mean"] < unguided["ood_rate_mean"]
 
 
 def test_toy_writes_every_output(tiny_run):
     import csv
 
     out, metrics = tiny_run
-    for name in ("metrics.json", "metrics.csv", "samples.npz", "samples.png", "guidance_field.png", "metrics_vs_w.png"):
+    for name in ("leaderboard.csv", "leaderboard.md", "metrics.json", "metrics.csv", "samples.npz", "samples.png",
+                 "guidance_field.png", "metrics_vs_w.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
-    methods = {(r["method"], r["w"]) for r in rows}
-    assert {("finetune", "1.0"), ("cfg", "2.0"), ("dog", "2.0"), ("target_exact", "")} <= methods
+    board = list(csv.DictReader(open(out / "leaderboard.csv")))
+    assert list(board[0])[:2] == ["method", "params"] and "n_seeds" in board[0]
+    for metric in ("ood_rate", "off_class_rate", "nll", "spread_ratio", "fd"):
+        assert {f"{metric}_mean", f"{metric}_low", f"{metric}_high"} <= set(board[0])
+    rows = {(r["method"], r["params"]): r for r in board}
+    assert {("none", ""), ("cfg", "w=2"), ("dog", "w=2"), ("cfg+dog", "w_cfg=1.5 w_dog=1.5"), ("autoguidance", "w=2"),
+            ("dog", "w=2 eta=0"), ("target_exact", "")} <= set(rows)
+    dog = rows[("dog", "w=2")]
+    low, mean, high = (float(dog[f"ood_rate_{s}"]) for s in ("low", "mean", "high"))
+    assert dog["n_seeds"] == "2" and low <= mean <= high
+    per_seed = list(csv.DictReader(open(out / "metrics.csv")))
+    assert sorted({r["seed"] for r in per_seed if r["variant"] == "dog+APG"}) == ["0", "1"]
+    assert "| dog | w=2 eta=0 |" in (out / "leaderboard.md").read_text()
     assert metrics["config"]["w_grid"] == [1.0, 2.0] and not list(out.glob("*.tmp"))
     # exact target draws score as in-domain as the metric allows
-    exact = next(r for r in metrics["rows"] if r["method"] == "target_exact")
-    assert exact["ood_rate"] < 0.04 and exact["fd"] < 0.01
+    exact = next(r for r in metrics["leaderboard"] if r["method"] == "target_exact")
+    assert exact["ood_rate_mean"] < 0.04 and exact["fd_mean"] < 0.01

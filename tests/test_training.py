@@ -275,6 +275,55 @@ def test_kill_and_resume_reaches_the_same_weights(source, tmp_path, monkeypatch)
 
 
 @needs_caltech
+def test_keep_ema_at_exports_those_steps_and_says_which_are_past_on_resume(source, tmp_path, monkeypatch, capsys):
+    from benchmark.training.module import DiffusionTrainer
+
+    def ema_of(path):
+        return torch.load(path, weights_only=False)["ema"]
+
+    keep = {**SMALL, "keep_ema_at": [5, 1, 3]}
+    straight = tmp_path / "straight"
+    finetune(source, CALTECH, straight, keep, **QUIET)
+    assert sorted(p.name for p in straight.glob("ema-step*.pt")) == ["ema-step1.pt", "ema-step3.pt", "ema-step5.pt"]
+    snapshot = load_dit(straight / "ema-step3.pt")  # the format of ema.pt: what dogbench sample reads
+    assert snapshot.checkpoint_meta["steps"] == 3 and snapshot.checkpoint_meta["dataset"] == CALTECH
+    assert training_run.read_json(straight / "trained.json")["ema_snapshots"]["5"].endswith("ema-step5.pt")
+    assert not torch.equal(ema_of(straight / "ema-step3.pt")["final_layer.linear.weight"],
+                           ema_of(straight / "ema.pt")["final_layer.linear.weight"])
+
+    # a run killed after its step-3 checkpoint, resumed with snapshots asked for: step 1 is behind it (one line),
+    # step 3 is the resumed state itself, step 5 is ahead; both kept ones equal the uninterrupted run's
+    real_step = DiffusionTrainer.training_step
+
+    def killed_at_step_4(self, batch, batch_idx):
+        if self.global_step == 4:
+            raise RuntimeError("killed")
+        return real_step(self, batch, batch_idx)
+
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        m.setattr(DiffusionTrainer, "training_step", killed_at_step_4)
+        with pytest.raises(RuntimeError, match="killed"):
+            finetune(source, CALTECH, resumed, SMALL, **QUIET)
+    capsys.readouterr()
+    finetune(source, CALTECH, resumed, keep, **QUIET)  # keep_ema_at is not part of the run's identity
+    past = [line for line in capsys.readouterr().err.splitlines() if line.startswith("finetune: keep_ema_at")]
+    assert len(past) == 1 and "step 1 is already past" in past[0] and "ema-step1.pt cannot be made" in past[0]
+    assert sorted(p.name for p in resumed.glob("ema-step*.pt")) == ["ema-step3.pt", "ema-step5.pt"]
+    for name in ("ema-step3.pt", "ema-step5.pt"):
+        for k, v in ema_of(straight / name).items():
+            assert torch.equal(v, ema_of(resumed / name)[k]), (name, k)
+
+    # a finished run is not trained again: a step behind it is reported, its last step is its ema.pt
+    finetune(source, CALTECH, resumed, {**SMALL, "keep_ema_at": [2, 6]}, **QUIET)
+    assert "keep_ema_at step 2 is already past" in capsys.readouterr().err
+    assert (resumed / "ema-step6.pt").read_bytes() == (resumed / "ema.pt").read_bytes()
+    with pytest.raises(UserError, match=r"keep_ema_at \[9\] is past the 6 steps"):
+        finetune(source, CALTECH, resumed, {**SMALL, "keep_ema_at": [9]}, **QUIET)
+    assert TrainSettings(keep_ema_at=[2]).identity() == TrainSettings().identity()
+
+
+@needs_caltech
 def test_full_disk_keeps_the_previous_checkpoint(source, tmp_path, monkeypatch):
     out = tmp_path / "run"
     last = out / "checkpoints" / "last.ckpt"

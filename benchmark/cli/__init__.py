@@ -23,7 +23,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "FID / FD_DINOv2 / PRDC of generated samples against a dataset"),
     "prepare": ("data", "download or check a dataset, or print where to put its files"),
     "latents": ("data", "encode a dataset once with the VAE (both flips) for fast fine-tuning"),
-    "toy": ("toy", "2D toy: CFG vs DoG on a shifted few-mode target (CPU, ~1-2 min)"),
+    "toy": ("toy", "2D toy: every guidance method on a shifted few-mode target, over seeds (CPU, ~3 min)"),
     "perf": ("perf", "measure sampling / fine-tuning / decoding / feature throughput"),
 }
 

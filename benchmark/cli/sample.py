@@ -1,10 +1,13 @@
-"""``dogbench sample``: fill a folder with PNG samples of fine-tune only, CFG or DoG."""
+"""``dogbench sample``: fill a folder with PNG samples of one guidance method (fine-tune only, CFG, DoG, cfg+dog,
+autoguidance, or a user's ``module:attribute``) at its parameters."""
 from __future__ import annotations
 
 import os
 
-from benchmark.cli.flags import add_settings_flags, settings_from_args
+from benchmark.cli.flags import add_settings_flags, flag_values, settings_from_args
 from benchmark.devices import resolve_device
+from benchmark.errors import UserError, did_you_mean
+from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method, resolve_method
 from benchmark.io import cached_file_sha256
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, sampler_identity
@@ -16,7 +19,14 @@ def configure(p, name: str) -> None:
     p.add_argument("--pretrained", default=None,
                    help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog")
     p.add_argument("--out", required=True, help="output folder (resumes when it holds samples of the same config)")
-    add_settings_flags(p.add_argument_group("what to sample"), SamplePoint)
+    what = p.add_argument_group("what to sample")
+    add_settings_flags(what, SamplePoint)
+    what.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="a method parameter, repeatable: e.g. --param w_cfg=1.5 --param w_dog=2 (cfg+dog), "
+                           "--param eta=0 --param norm_threshold=50 (APG), --param interval=0,700")
+    what.add_argument("--guide-checkpoint", action="append", default=[], metavar="NAME=PATH",
+                      help="an extra checkpoint a method's guide needs, repeatable: e.g. weak=run/ema-step2000.pt "
+                           "(autoguidance)")
     add_settings_flags(p.add_argument_group("how (sampling settings)"), SamplingSettings)
     p.add_argument("--vae", default=None, help="'identity', 'sd-vae-ft-ema' or a local diffusers folder "
                                                "(default: the checkpoint's; sd-vae-ft-ema for 4-channel models)")
@@ -31,23 +41,76 @@ def autoencoder_spec(spec, checkpoint_meta: dict, in_channels: int) -> str:
     return checkpoint_meta.get("autoencoder") or ("sd-vae-ft-ema" if in_channels == 4 else "identity")
 
 
+def name_values(items: list[str], flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a malformed or repeated name is a one-line error."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            raise UserError(f"{flag} {item!r} must be NAME=VALUE, e.g. {flag} w=1.5")
+        if name in out:
+            raise UserError(f"{flag} gives {name!r} twice; give it once")
+        out[name] = value.strip()
+    return out
+
+
+def method_from_args(args, point: SamplePoint, settings: SamplingSettings) -> MethodSpec:
+    """The method and its parameters from --method, --w, --param and --guidance-interval, validated once."""
+    method, _ = lookup_method(point.method)
+    params: dict = name_values(args.param, "--param")
+    typed = flag_values(SamplePoint, args)
+    has_w = any(p.name == "w" for p in method.params)
+    if "w" in typed and not has_w:
+        names = ", ".join(p.name for p in method.params) or "no scale"
+        raise UserError(f"--w: method {point.method} has no parameter w ({names}); pass --param NAME=VALUE")
+    if "w" in typed and "w" in params:
+        raise UserError("w is given by --w and by --param w=...; give it once")
+    if has_w:
+        params.setdefault("w", point.w)
+    if settings.guidance_interval is not None and method.guides:
+        if INTERVAL in params:
+            raise UserError("the interval is given by --guidance-interval and by --param interval=...; give it once")
+        params[INTERVAL] = settings.guidance_interval
+    return resolve_method(point.method, params)
+
+
 def run(args) -> int:
     point = settings_from_args(SamplePoint, args)
     settings = settings_from_args(SamplingSettings, args)
+    spec = method_from_args(args, point, settings)
+    checkpoints = name_values(args.guide_checkpoint, "--guide-checkpoint")
+    guide_models = {g.model for g in spec.method.guides} - {FINETUNED, PRETRAINED}
+    for name in checkpoints:
+        if name not in guide_models:
+            raise UserError(f"--guide-checkpoint {name}=...: method {point.method} has no guide checkpoint {name!r}"
+                            f"{did_you_mean(name, guide_models)} (it takes {', '.join(sorted(guide_models)) or 'none'})")
     device = resolve_device(args.device)
     ft_path = resolve_checkpoint(args.finetuned)
     finetuned = load_dit(ft_path)
+    needed = spec.models()
     pre_path = pretrained = None
-    if point.method == "dog" and point.w != 1.0:
+    if PRETRAINED in needed:
         if not args.pretrained:
-            raise ValueError("--method dog needs --pretrained CKPT (the source model, e.g. DiT-XL-2-256x256.pt)")
+            raise ValueError(f"--method {point.method} needs --pretrained CKPT (the source model, e.g. "
+                             f"DiT-XL-2-256x256.pt)")
         pre_path = resolve_checkpoint(args.pretrained)
         pretrained = load_dit(pre_path)
+    guide_paths, guides = {}, {}
+    for name in needed:
+        if name in (FINETUNED, PRETRAINED):
+            continue
+        if name not in checkpoints:
+            raise ValueError(f"--method {point.method} needs the guide checkpoint {name!r}; pass --guide-checkpoint "
+                             f"{name}=PATH (e.g. an earlier EMA export of this fine-tune, ema-stepN.pt)")
+        guide_paths[name] = resolve_checkpoint(checkpoints[name])
+        guides[name] = load_dit(guide_paths[name])
     ae_spec = autoencoder_spec(args.vae, finetuned.checkpoint_meta, finetuned.config["in_channels"])
     autoencoder = load_autoencoder(ae_spec)
-    sampler = build_sampler(settings, point.method, point.w, point.seed, finetuned, pretrained, autoencoder, device)
-    identity = sampler_identity(settings, point.method, point.w, point.seed, finetuned_sha256=cached_file_sha256(ft_path),
-                                pretrained_sha256=cached_file_sha256(pre_path) if pre_path else None, autoencoder=ae_spec)
+    sampler = build_sampler(settings, spec, point.seed, finetuned, pretrained, autoencoder, device, guides)
+    identity = sampler_identity(settings, spec, point.seed, finetuned_sha256=cached_file_sha256(ft_path),
+                                pretrained_sha256=cached_file_sha256(pre_path) if pre_path else None, autoencoder=ae_spec,
+                                guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths.items()})
     folder = SampleFolder(args.out, settings.num_samples, identity).open(overwrite=args.overwrite)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     made = generate_samples(sampler, folder, settings.batch_size, rank, world)

@@ -43,6 +43,7 @@ class SpacedDiffusion(GaussianDiffusion):
     def __init__(self, use_timesteps, base_betas: np.ndarray, **kwargs):
         base = GaussianDiffusion(base_betas, **kwargs)
         self.original_num_steps = base.num_timesteps
+        self.original_alphas_cumprod = base.alphas_cumprod  # alpha_bar by original timestep, what a model's t means
         self.timestep_map = sorted(use_timesteps)
         last, betas = 1.0, []
         for i in self.timestep_map:

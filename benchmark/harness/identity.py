@@ -20,7 +20,7 @@ from benchmark.io import config_hash
 
 STAGES = ("latents", "finetune", "sample", "evaluate")
 NOT_IDENTITY = {
-    "finetune": ("num_workers", "checkpoint_every"),   # how fast / how often saved, not what is learned
+    "finetune": ("num_workers", "checkpoint_every", "keep_ema_at"),  # how fast / what is saved, not what is learned
     "sampling": ("batch_size", "compile"),             # sample i depends only on (seed, i), not on its batch
     "sampling_unguided": ("guided_channels", "guidance_interval"),  # cannot change unguided samples
 }

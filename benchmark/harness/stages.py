@@ -23,7 +23,7 @@ from benchmark.harness.identity import stage_config
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
-from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
+from benchmark.sampling import SampleFolder, build_sampler, generate_samples, method_point, sampler_identity
 from benchmark.training import LaunchSettings, finetune
 
 DONE = "done.json"
@@ -150,7 +150,8 @@ def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
 
 def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
     identity = sampler_identity(
-        ctx.exp.sampling, spec.method, spec.w, spec.seed, finetuned_sha256=cached_file_sha256(ctx.finetuned_path),
+        ctx.exp.sampling, method_point(spec.method, spec.w, ctx.exp.sampling), spec.seed,
+        finetuned_sha256=cached_file_sha256(ctx.finetuned_path),
         pretrained_sha256=ctx.pretrained_sha256() if spec.method == "dog" else None, autoencoder=ctx.exp.autoencoder)
     name = f"{identity['method']}-w{identity['w']:g}-seed{spec.seed}-{config_hash(identity, 8)}"
     return SampleFolder(ctx.dir / "samples" / name, num_samples or ctx.exp.sampling.num_samples, identity)
@@ -171,8 +172,8 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
                       "sample")
     s = ctx.exp.sampling
     pretrained = ctx.model("pretrained") if spec.method == "dog" else None
-    sampler = build_sampler(s, spec.method, spec.w, spec.seed, ctx.model("finetuned"), pretrained, ctx.autoencoder(),
-                            ctx.device)
+    sampler = build_sampler(s, method_point(spec.method, spec.w, s), spec.seed, ctx.model("finetuned"), pretrained,
+                            ctx.autoencoder(), ctx.device)
     log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
     generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
     with main_writes() as mine:  # every rank's share is on disk before the set is marked complete

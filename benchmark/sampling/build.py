@@ -1,44 +1,87 @@
-"""The one way a sampler is made: from a ``SamplingSettings``, a method and w, the models and a device. The harness,
-``dogbench sample`` and ``dogbench perf`` all call ``build_sampler``, so what perf times is what runs ship."""
+"""The one way a sampler is made: from a ``SamplingSettings``, a guidance method spec (``benchmark.guidance``), the
+models and a device. The harness, ``dogbench sample`` and ``dogbench perf`` all call ``build_sampler``, so what perf
+times is what runs ship.
+
+Models by name: ``finetuned`` (always), ``pretrained`` (the source, DoG's guide) and any extra checkpoint a method's
+guide names (``guides``, e.g. autoguidance's ``weak``: an earlier step of the fine-tune). Only the models the spec's
+active guides need are moved to the device, compiled and recorded in the sample identity.
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
 from benchmark.diffusion import create_diffusion
-from benchmark.guidance import GuidedDenoiser
+from benchmark.errors import ConfigError
+from benchmark.guidance import (FINETUNED, INTERVAL, PRETRAINED, GuidedDenoiser, Method, MethodSpec, lookup_method,
+                                resolve_method)
 from benchmark.models.dit import DiT
 from benchmark.sampling.sampler import Sampler
 from benchmark.sampling.settings import SamplingSettings
 
 
-def is_guided(method: str, w: float) -> bool:
-    """w = 1 is the unguided conditional prediction whatever the guide."""
-    return method != "none" and float(w) != 1.0
+def method_point(method: str | Method, w: float, settings: SamplingSettings) -> MethodSpec:
+    """The spec of a (method, w) sample set as the harness and ``dogbench perf`` name one: ``w`` is the method's
+    scale ``w`` and the settings' ``guidance_interval`` its interval (``none`` takes neither, and only w = 1)."""
+    base, _ = lookup_method(method)
+    params: dict = {}
+    if any(p.name == "w" for p in base.params):
+        params["w"] = w
+    elif float(w) != 1.0:
+        raise ConfigError(f"method {base.name} has no guidance scale w (got w={w}); give its parameters instead")
+    if base.guides:
+        params[INTERVAL] = settings.guidance_interval
+    return resolve_method(method, params)
 
 
-def make_denoiser(method: str, w: float, finetuned: DiT, pretrained: Optional[DiT], settings: SamplingSettings) -> GuidedDenoiser:
-    """fine-tune only (w ignored), CFG (guide: fine-tuned model, label K) or DoG (guide: pre-trained, its null)."""
-    if not is_guided(method, w):
-        return GuidedDenoiser(finetuned)
-    if method == "cfg":
-        if finetuned.y_embedder.embedding_table.num_embeddings <= finetuned.num_classes:
-            raise ValueError("the fine-tuned model has no null-label row (trained without label dropout); CFG needs one")
-        guide_model, null = finetuned, finetuned.null_label
-    elif method == "dog":
-        if pretrained is None:
-            raise ValueError("DoG needs the pre-trained model; pass --pretrained CKPT")
-        if pretrained.y_embedder.embedding_table.num_embeddings <= pretrained.num_classes:
-            raise ValueError("the pre-trained model has no null-label row; DoG needs its unconditional branch")
-        for key in ("input_size", "in_channels"):
-            if pretrained.config[key] != finetuned.config[key]:
-                raise ValueError(f"pre-trained and fine-tuned models differ in {key} ({pretrained.config[key]} vs "
-                                 f"{finetuned.config[key]}); pass the source checkpoint of this fine-tune")
-        guide_model, null = pretrained, pretrained.null_label
-    else:
-        raise ValueError(f"unknown method {method!r}; choose none, cfg or dog")
-    return GuidedDenoiser(finetuned, guide_model, w, null, settings.guided_channels, settings.interval())
+def _has_null_row(model: DiT) -> bool:
+    return model.y_embedder.embedding_table.num_embeddings > model.num_classes
+
+
+def _missing_model(spec: MethodSpec, name: str) -> str:
+    if name == PRETRAINED:
+        return f"{spec.describe()} needs the pre-trained model; pass --pretrained CKPT (the source model)"
+    return (f"{spec.describe()} needs the guide checkpoint {name!r}; pass --guide-checkpoint {name}=PATH "
+            f"(e.g. an earlier EMA export of the fine-tune, ema-stepN.pt)")
+
+
+def spec_models(spec: MethodSpec, finetuned: DiT, pretrained: Optional[DiT] = None,
+                guides: Optional[Mapping[str, DiT]] = None) -> dict[str, DiT]:
+    """The models ``spec`` runs, by name, checked against the fine-tune: present, with a null-label row where they
+    are called with their null label, the same latent geometry, and the fine-tune's classes where they are called
+    with the sample's class. One-line ValueErrors name the fix."""
+    available = {FINETUNED: finetuned, PRETRAINED: pretrained, **(guides or {})}
+    models = {}
+    for name in spec.models():
+        model = available.get(name)
+        if model is None:
+            raise ValueError(_missing_model(spec, name))
+        labels = {g.label for g in spec.active_guides if g.model == name}
+        if "null" in labels and not _has_null_row(model):
+            which = "fine-tuned model" if name == FINETUNED else f"{name} model"
+            raise ValueError(f"the {which} has no null-label row (trained without label dropout); "
+                             f"{spec.name} needs its unconditional branch")
+        if name != FINETUNED:
+            for key in ("input_size", "in_channels"):
+                if model.config[key] != finetuned.config[key]:
+                    fix = ("pass the source checkpoint of this fine-tune" if name == PRETRAINED
+                           else "pass a checkpoint of this fine-tune")
+                    raise ValueError(f"{name} and fine-tuned models differ in {key} ({model.config[key]} vs "
+                                     f"{finetuned.config[key]}); {fix}")
+            if "cond" in labels and model.num_classes != finetuned.num_classes:
+                raise ValueError(f"the {name} model has {model.num_classes} classes and the fine-tune "
+                                 f"{finetuned.num_classes}; {spec.name} calls it with the fine-tune's classes: "
+                                 f"pass a checkpoint of this fine-tune")
+        models[name] = model
+    return models
+
+
+def make_denoiser(spec: MethodSpec, models: Mapping[str, DiT], settings: SamplingSettings,
+                  alphas_cumprod=None) -> GuidedDenoiser:
+    """The guided denoiser of ``spec`` over ``models`` (from ``spec_models``), guiding ``settings.guided_channels``;
+    ``alphas_cumprod`` by training timestep (APG needs it)."""
+    return GuidedDenoiser(spec, models, guided_channels=settings.guided_channels, alphas_cumprod=alphas_cumprod)
 
 
 def compiled(model: DiT) -> DiT:
@@ -47,20 +90,29 @@ def compiled(model: DiT) -> DiT:
     return model
 
 
-def build_sampler(settings: SamplingSettings, method: str, w: float, seed: int, finetuned: DiT,
-                  pretrained: Optional[DiT], autoencoder: torch.nn.Module, device: str | torch.device) -> Sampler:
-    """The sampler of one sample set; the networks go to ``device`` in eval mode, compiled when the settings say."""
+def _check_interval(settings: SamplingSettings, spec: MethodSpec) -> None:
+    """The interval is the method's parameter; a sampling setting that says otherwise would be silently ignored."""
+    if spec.guided and settings.guidance_interval is not None and spec.interval != settings.interval():
+        raise ConfigError(f"the sampling guidance_interval {settings.guidance_interval} and {spec.describe()}'s "
+                          f"interval differ; give the interval once (method_point puts the setting into the method)")
+
+
+def build_sampler(settings: SamplingSettings, method: MethodSpec, seed: int, finetuned: DiT,
+                  pretrained: Optional[DiT], autoencoder: torch.nn.Module, device: str | torch.device,
+                  guides: Optional[Mapping[str, DiT]] = None) -> Sampler:
+    """The sampler of one sample set; the networks the method needs go to ``device`` in eval mode, compiled when the
+    settings say. ``guides``: extra checkpoints by name (autoguidance's ``weak``)."""
+    _check_interval(settings, method)
     device = torch.device(device)
-    finetuned = finetuned.eval().requires_grad_(False).to(device)
-    guided_by_pretrained = method == "dog" and is_guided(method, w)
-    pretrained = pretrained.eval().requires_grad_(False).to(device) if guided_by_pretrained else None
-    if settings.compiled_on(device.type):
-        finetuned = compiled(finetuned)
-        pretrained = compiled(pretrained) if pretrained is not None else None
+    models = spec_models(method, finetuned, pretrained, guides)
+    for name, model in models.items():
+        model = model.eval().requires_grad_(False).to(device)
+        models[name] = compiled(model) if settings.compiled_on(device.type) else model
     config = finetuned.config
+    diffusion = create_diffusion(str(settings.steps), learn_sigma=config["learn_sigma"])
     return Sampler(
-        denoiser=make_denoiser(method, w, finetuned, pretrained, settings),
-        diffusion=create_diffusion(str(settings.steps), learn_sigma=config["learn_sigma"]),
+        denoiser=make_denoiser(method, models, settings, diffusion.original_alphas_cumprod),
+        diffusion=diffusion,
         autoencoder=autoencoder.to(device),
         latent_shape=(config["in_channels"], config["input_size"], config["input_size"]),
         num_classes=config["num_classes"],
@@ -72,17 +124,24 @@ def build_sampler(settings: SamplingSettings, method: str, w: float, seed: int, 
     )
 
 
-def sampler_identity(settings: SamplingSettings, method: str, w: float, seed: int, *, finetuned_sha256: str,
-                     pretrained_sha256: Optional[str], autoencoder: str) -> dict:
+def sampler_identity(settings: SamplingSettings, method: MethodSpec, seed: int, *, finetuned_sha256: str,
+                     pretrained_sha256: Optional[str], autoencoder: str,
+                     guide_sha256: Optional[Mapping[str, str]] = None) -> dict:
     """What determines the images, recorded in a sample folder's manifest (the sample count does not: sample i
-    depends only on (seed, i)). w = 1 is the same images for every method, so it is keyed as method 'none'."""
-    guided = is_guided(method, w)
-    interval = settings.interval()
-    return {
-        "method": method if guided else "none",
-        "w": float(w) if guided else 1.0,
+    depends only on (seed, i)). An unguided spec (every scale at 1) is the same images for every method, so it is
+    keyed as method 'none'. none / cfg / dog keep the keys and values they always had; other methods add ``params``
+    (every parameter but w), a user's method its ``method_source``, extra checkpoints their ``guide_sha256``."""
+    _check_interval(settings, method)
+    guided, ident, interval = method.guided, method.identity(), method.interval
+    extra = [name for name in method.models() if name not in (FINETUNED, PRETRAINED)]
+    missing = [name for name in extra if not (guide_sha256 or {}).get(name)]
+    if missing:
+        raise ValueError(f"sampler_identity: {method.describe()} needs the sha256 of guide checkpoint(s) {missing}")
+    out = {
+        "method": ident["method"],
+        "w": ident["w"],
         "finetuned_sha256": finetuned_sha256,
-        "pretrained_sha256": pretrained_sha256 if guided and method == "dog" else None,
+        "pretrained_sha256": pretrained_sha256 if PRETRAINED in method.models() else None,
         "steps": settings.steps,
         "seed": int(seed),
         "guided_channels": settings.guided_channels if guided else None,
@@ -92,3 +151,7 @@ def sampler_identity(settings: SamplingSettings, method: str, w: float, seed: in
         "precision": settings.precision,
         "decode_precision": settings.decode_precision,
     }
+    out.update({key: ident[key] for key in ("params", "method_source") if key in ident})
+    if extra:
+        out["guide_sha256"] = {name: guide_sha256[name] for name in extra}
+    return out

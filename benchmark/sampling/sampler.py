@@ -1,4 +1,4 @@
-"""Batched, seed-exact ancestral sampling of fine-tune-only / CFG / DoG.
+"""Batched, seed-exact ancestral sampling of any guidance method (fine-tune only, CFG, DoG, ...).
 
 Sample i draws its class label, its starting noise and every step's noise from its own generator, seeded by
 (seed, i). A sample therefore does not depend on the batch it lands in, the shard or GPU that makes it, or on

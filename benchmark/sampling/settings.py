@@ -2,11 +2,11 @@
 a sample set are not settings but its coordinates (``RunSpec`` in the harness, flags of ``dogbench sample``)."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
-from benchmark.guidance import GuidanceInterval, GuidanceScale
+from benchmark.guidance import GuidanceInterval, GuidanceScale, lookup_method
 from benchmark.settings import Count, Index, Precision, Settings
 
 
@@ -24,7 +24,8 @@ class SamplingSettings(Settings):
     clip_denoised: bool = False
     """clip the predicted x0 to [-1, 1] at every step (pixel-space models want it; DiT does not for latents)"""
     guidance_interval: Optional[list[float]] = Field(None, json_schema_extra={"null_word": "none"})
-    """LOW,HIGH timesteps (0..999) where guidance is applied; elsewhere the guide is skipped"""
+    """LOW,HIGH timesteps (0..999) where guidance is applied; elsewhere the guide is skipped (the interval parameter
+    of every guided method, given here for all of them)"""
     precision: Precision = "tf32"
     """network forwards: fp32, tf32 (the DiT reference's fp32 with TF32 matmuls) or bf16 (autocast)"""
     decode_precision: Precision = "tf32"
@@ -48,9 +49,16 @@ class SamplingSettings(Settings):
 class SamplePoint(Settings):
     """The coordinates of one sample set."""
 
-    method: Literal["none", "cfg", "dog"] = "dog"
-    """guidance: none (fine-tune only), cfg (the fine-tune's own null label) or dog (the pre-trained model's)"""
+    method: str = "dog"
+    """guidance method: none (fine-tune only), cfg (the fine-tune's own null label), dog (the pre-trained model's),
+    cfg+dog, autoguidance, or module:attribute naming your own (benchmark.guidance.Method)"""
     w: GuidanceScale = 1.5
-    """guidance scale in [0, 20]; 1 = unguided"""
+    """guidance scale in [0, 20] of a method with one scale; 1 = unguided"""
     seed: Index = 0
     """sample i draws its label and noise from a generator seeded by (seed, i)"""
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        lookup_method(value)  # a registry name, or module:attribute that imports and is a method
+        return value.strip()

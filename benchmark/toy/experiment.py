@@ -1,27 +1,47 @@
-"""The 2D toy experiment: pre-train on the many-mode source, fine-tune on the small shifted target, then sample with
-fine-tune only, CFG and DoG over a grid of guidance scales and score every sample set against the exact target density.
+"""The 2D toy experiment, the benchmark's positive control: pre-train on the many-mode source, fine-tune on the small
+shifted target (keeping a mid-fine-tune snapshot), then sample with every built-in guidance method - through the same
+registry and denoiser as the image benchmark - over guidance strengths and sampling seeds, and score every sample set
+against the exact target density.
 
-Everything shares one seed: the target training set, both trainings, and the sampler noise. Every (method, w) run
-starts from the same initial noise and draws the same per-step noise, so the methods are compared sample-for-sample.
+The models are trained once, with ``config.seed`` (the target training set, both trainings). Each sampling seed draws
+its own labels, starting noise and step noise, shared by every run of that seed, so the methods are compared
+sample-for-sample and the spread over seeds is the sampling noise of each number.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchmark.diffusion import create_diffusion
-from benchmark.guidance import GuidedDenoiser
+from benchmark.guidance import FINETUNED, PRETRAINED, GuidedDenoiser, MethodSpec, registered_methods, resolve_method
+from benchmark.guidance.builtin import BUILTIN, WEAK
+from benchmark.sampling import sample_seed
 from benchmark.toy.data import GaussianMixture, source_mixture, target_mixture
 from benchmark.toy.metrics import toy_metrics
 from benchmark.toy.model import ToyDenoiser, reheaded_for_target
 from benchmark.toy.settings import ToyConfig
 
 FIELD_HALF_WIDTH = 1.0  # half the side of the guidance-field grid, in x_t units
+TOY_MODELS = (FINETUNED, PRETRAINED, WEAK)  # what the toy trains: a guide needing another model is not run here
+
+
+@dataclass(frozen=True)
+class ToyRun:
+    """One sampled configuration: its label in tables and figures, its method spec, its guidance strength w."""
+
+    label: str
+    spec: MethodSpec
+    w: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}_w{self.w:g}"
 
 
 @dataclass
@@ -31,13 +51,13 @@ class ToyResult:
     target: GaussianMixture
     target_x: Tensor                       # the fine-tuning set
     target_y: Tensor
-    sample_y: Tensor                       # the labels every method was sampled with
-    samples: Dict[Tuple[str, float], Tensor]  # (method, w) -> (num_samples, 2)
-    rows: List[dict]                       # one metrics row per (method, w) plus reference rows
-    fields: Dict[Tuple[str, int], Tuple[Tensor, Tensor]] = field(default_factory=dict)  # (method, t) -> (x_t grid, push)
+    runs: List[ToyRun]
+    sample_y: Tensor                       # (seeds, num_samples): the labels every run of a seed was sampled with
+    samples: Dict[str, Tensor]             # run key -> (seeds, num_samples, 2)
+    rows: List[dict]                       # one metrics row per (run, seed), plus reference rows
+    fields: Dict[Tuple[str, int], Tuple[Tensor, Tensor]] = field(default_factory=dict)  # (label, t) -> (x_t grid, push)
     field_alpha_bar: Dict[int, float] = field(default_factory=dict)  # t -> alpha_bar_t of the training diffusion
-    pretrained: Optional[ToyDenoiser] = None
-    finetuned: Optional[ToyDenoiser] = None
+    models: Dict[str, ToyDenoiser] = field(default_factory=dict)     # finetuned, pretrained, weak
     timings: Dict[str, float] = field(default_factory=dict)
 
 
@@ -62,14 +82,17 @@ def train_denoiser(
     generator: torch.Generator,
     desc: str,
     progress: bool = True,
-) -> ToyDenoiser:
-    """Eps-prediction training with label dropout to the model's null label; AdamW with a cosine-decayed lr, which
-    lands a converged toy without the EMA copy DiT keeps."""
+    keep_at: Sequence[int] = (),
+) -> Dict[int, ToyDenoiser]:
+    """Eps-prediction training (in place) with label dropout to the model's null label; AdamW with a cosine-decayed
+    lr, which lands a converged toy without the EMA copy DiT keeps. Returns frozen copies of the weights after each
+    step in ``keep_at``."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
-    for _ in bar:
+    kept: Dict[int, ToyDenoiser] = {}
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False, mininterval=0.5)
+    for step in bar:
         x0, y = draw_batch(generator)
         dropped = torch.rand(len(y), generator=generator) < label_dropout
         y = torch.where(dropped, torch.full_like(y, model.null_label), y)
@@ -81,50 +104,75 @@ def train_denoiser(
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if step in keep_at:
+            kept[step] = copy.deepcopy(model).eval().requires_grad_(False)
     model.eval()
-    return model
+    return kept
 
 
-def build_denoiser(method: str, w: float, finetuned: ToyDenoiser, pretrained: ToyDenoiser) -> GuidedDenoiser:
-    """Fine-tune only (w=1), CFG (guide: the fine-tuned model's null label K) or DoG (guide: the frozen pre-trained
-    model's own null label). Both eps channels are guided: the toy has no latent channel to leave out."""
-    if method == "finetune" or w == 1.0:
-        return GuidedDenoiser(finetuned, w=1.0, guided_channels=None)
-    if method == "cfg":
-        return GuidedDenoiser(finetuned, finetuned, w=w, guide_null_label=finetuned.null_label, guided_channels=None)
-    if method == "dog":
-        return GuidedDenoiser(finetuned, pretrained, w=w, guide_null_label=pretrained.null_label, guided_channels=None)
-    raise ValueError(f"unknown method {method!r}; use finetune, cfg or dog")
+def toy_methods() -> list:
+    """The built-in guided methods whose guides the toy has models for, in registry order."""
+    builtin = {m.name for m in BUILTIN}
+    return [m for name, m in registered_methods().items()
+            if name in builtin and m.guides and all(g.model in TOY_MODELS for g in m.guides)]
+
+
+def toy_runs(config: ToyConfig) -> List[ToyRun]:
+    """Fine-tune only, then every toy method at every guided w of the grid, then the APG variants. A method with k
+    guidance scales gets 1 + (w - 1) / k on each: the same total extrapolation as one guide at w."""
+    runs = [ToyRun("none", resolve_method("none"), 1.0)]
+    apg = {"eta": config.apg_eta, "norm_threshold": config.apg_norm_threshold}
+    variants = [(m.name, m, {}) for m in toy_methods()]
+    variants += [(f"{name}+APG", resolve_method(name).method, apg) for name in config.apg_methods]
+    for w in config.w_grid:
+        if w == 1.0:
+            continue
+        for label, method, extra in variants:
+            scales = [p.name for p in method.params if p.unguided is not None]
+            params = {name: 1.0 + (w - 1.0) / len(scales) for name in scales}
+            runs.append(ToyRun(label, resolve_method(method, {**params, **extra}), w))
+    return runs
+
+
+def toy_denoiser(spec: MethodSpec, models: Dict[str, ToyDenoiser], diffusion) -> GuidedDenoiser:
+    """The registry's denoiser over the toy's models; both eps channels are guided (no latent channel to leave out)."""
+    return GuidedDenoiser(spec, models, guided_channels=None, alphas_cumprod=diffusion.original_alphas_cumprod)
+
+
+def sampling_inputs(config: ToyConfig, target: GaussianMixture, num_steps: int):
+    """Per sampling seed, from its own generator: labels (seeds, N); starting noise and per-step noise, all seeds
+    stacked along the batch ((seeds * N, 2), (seeds * N, steps, 2)); and N exact target draws (points, labels), the
+    reference row of that seed."""
+    labels, x_T, step_noise, exact = [], [], [], []
+    for s in range(config.seeds):
+        g = torch.Generator().manual_seed(sample_seed(config.seed, s))
+        labels.append(target.sample_labels(config.num_samples, g))
+        x_T.append(torch.randn(config.num_samples, 2, generator=g))
+        step_noise.append(torch.randn(config.num_samples, num_steps, 2, generator=g))
+        exact.append(target.sample(config.num_samples, g))
+    return torch.stack(labels), torch.cat(x_T), torch.cat(step_noise), exact
 
 
 @torch.no_grad()
-def sample(denoiser, sampler, labels: Tensor, seed: int) -> Tensor:
-    """DDPM ancestral sampling; the global RNG is reseeded so every call draws identical noise."""
-    torch.manual_seed(seed)
-    noise = torch.randn(len(labels), 2)
-    return sampler.p_sample_loop(denoiser, (len(labels), 2), noise=noise, clip_denoised=False,
-                                 model_kwargs={"y": labels}, progress=False)
+def sample(denoiser, diffusion, labels: Tensor, x_T: Tensor, step_noise: Tensor) -> Tensor:
+    """DDPM ancestral sampling from given starting and step noise (so every run shares them)."""
+    return diffusion.p_sample_loop(denoiser, x_T.shape, noise=x_T, clip_denoised=False, model_kwargs={"y": labels},
+                                   step_noise=lambda i: step_noise[:, i])
 
 
 @torch.no_grad()
-def guidance_field(
-    method: str, finetuned: ToyDenoiser, pretrained: ToyDenoiser, label: int, t: int, center: Tensor, half_width: float,
-    resolution: int = 17,
-) -> Tuple[Tensor, Tensor]:
-    """The push the guidance adds on a square grid of noisy points x_t: -(eps_cond - eps_guide), i.e. the direction of
-    score_cond - score_guide (eps points toward the noise, so its negation points toward the data)."""
+def guidance_field(run: ToyRun, models: Dict[str, ToyDenoiser], diffusion, label: int, t: int, center: Tensor,
+                   half_width: float, resolution: int = 17) -> Tuple[Tensor, Tensor]:
+    """The push a guided run adds, per unit of (w - 1), on a square grid of noisy points x_t:
+    -(eps_guided - eps_cond) / (w - 1), i.e. toward the data (for CFG: the direction of score_cond - score_null)."""
     axis = torch.linspace(-half_width, half_width, resolution)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")
     points = torch.stack([gx.flatten(), gy.flatten()], dim=1) + center.float()
     tt = torch.full((len(points),), t, dtype=torch.long)
-    eps_cond = finetuned(points, tt, torch.full((len(points),), label, dtype=torch.long))
-    if method == "cfg":
-        eps_guide = finetuned(points, tt, torch.full((len(points),), finetuned.null_label, dtype=torch.long))
-    elif method == "dog":
-        eps_guide = pretrained(points, tt, torch.full((len(points),), pretrained.null_label, dtype=torch.long))
-    else:
-        raise ValueError(f"no guidance field for method {method!r}; use cfg or dog")
-    return points, -(eps_cond - eps_guide)
+    y = torch.full((len(points),), label, dtype=torch.long)
+    eps_cond = models[FINETUNED](points, tt, y)
+    eps_guided = toy_denoiser(run.spec, models, diffusion)(points, tt, y)
+    return points, -(eps_guided - eps_cond) / (run.w - 1.0)
 
 
 def run_toy(config: ToyConfig, progress: bool = True) -> ToyResult:
@@ -134,6 +182,12 @@ def run_toy(config: ToyConfig, progress: bool = True) -> ToyResult:
         return _run_toy(config, progress)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def metric_row(run: Optional[ToyRun], name: str, w: Optional[float], seed: Optional[int], metrics: dict) -> dict:
+    params = run.spec.shown_params() if run is not None else {}
+    return {"method": name, "variant": run.label if run is not None else name, "w": w, "seed": seed,
+            "params": " ".join(f"{k}={v:g}" for k, v in params.items()), **params, **metrics}
 
 
 def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
@@ -166,27 +220,27 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
 
     start = time.perf_counter()
     finetuned = reheaded_for_target(pretrained, target.num_classes, copy_null_row=config.copy_null_row).requires_grad_(True)
-    train_denoiser(finetuned, train_diffusion, target_batch, config.finetune_steps, config.finetune_lr,
-                   config.label_dropout, gen, "fine-tune (target)", progress)
+    weak_step = config.weak_guide_step()
+    kept = train_denoiser(finetuned, train_diffusion, target_batch, config.finetune_steps, config.finetune_lr,
+                          config.label_dropout, gen, "fine-tune (target)", progress, keep_at=(weak_step,))
     finetuned.requires_grad_(False)
+    models = {FINETUNED: finetuned, PRETRAINED: pretrained, WEAK: kept[weak_step]}
     timings["finetune_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    sample_y = target.sample_labels(config.num_samples, gen)
-    runs = [("finetune", 1.0)] + [(m, w) for m in ("cfg", "dog") for w in config.w_grid]
-    samples: Dict[Tuple[str, float], Tensor] = {}
+    runs = toy_runs(config)
+    sample_y, x_T, step_noise, exact = sampling_inputs(config, target, sampler.num_timesteps)
+    labels = sample_y.flatten()
     rows: List[dict] = []
-    reference, reference_y = target.sample(config.num_samples, gen)
-    rows.append({"method": "target_exact", "w": None, **toy_metrics(reference, target, reference_y)})
-    rows.append({"method": "target_train_set", "w": None, **toy_metrics(target_x, target, target_y)})
-    sample_seed = config.seed + 1  # any fixed value: what matters is that every run shares it
-    for method, w in tqdm(runs, desc="sample + score", disable=not progress, leave=False):
-        if w == 1.0 and method != "finetune":  # w=1 is the unguided conditional for both rules: same samples
-            x = samples[("finetune", 1.0)]
-        else:
-            x = sample(build_denoiser(method, w, finetuned, pretrained), sampler, sample_y, sample_seed)
-        samples[(method, w)] = x
-        rows.append({"method": method, "w": w, **toy_metrics(x, target, sample_y)})
+    for s, (reference, reference_y) in enumerate(exact):
+        rows.append(metric_row(None, "target_exact", None, s, toy_metrics(reference, target, reference_y)))
+    rows.append(metric_row(None, "target_train_set", None, None, toy_metrics(target_x, target, target_y)))
+    samples: Dict[str, Tensor] = {}
+    for run in tqdm(runs, desc="sample + score", disable=not progress, leave=False):
+        x = sample(toy_denoiser(run.spec, models, sampler), sampler, labels, x_T, step_noise)
+        samples[run.key] = x.view(config.seeds, config.num_samples, 2)
+        for s in range(config.seeds):
+            rows.append(metric_row(run, run.spec.name, run.w, s, toy_metrics(samples[run.key][s], target, sample_y[s])))
     timings["sample_s"] = time.perf_counter() - start
 
     # The fields are drawn where the guidance decides the outcome: around the target and its neighbouring source
@@ -195,7 +249,9 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
     for t in config.field_t:
         alpha_bar[t] = float(train_diffusion.alphas_cumprod[t])
         center = alpha_bar[t] ** 0.5 * target.mean()
-        for m in ("cfg", "dog"):
-            fields[(m, t)] = guidance_field(m, finetuned, pretrained, config.field_class, t, center, FIELD_HALF_WIDTH)
-    return ToyResult(config, source, target, target_x, target_y, sample_y, samples, rows, fields, alpha_bar,
-                     pretrained, finetuned, timings)
+        for run in runs:
+            if run.w == config.plot_w:
+                fields[(run.label, t)] = guidance_field(run, models, train_diffusion, config.field_class, t, center,
+                                                        FIELD_HALF_WIDTH)
+    return ToyResult(config, source, target, target_x, target_y, runs, sample_y, samples, rows, fields, alpha_bar,
+                     models, timings)

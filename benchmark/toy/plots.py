@@ -1,4 +1,4 @@
-"""Figures of the toy: sample clouds per method, the CFG and DoG guidance fields, and every metric against w."""
+"""Figures of the toy: sample clouds per method, every guided method's guidance field, and every metric against w."""
 from __future__ import annotations
 
 import io
@@ -20,7 +20,22 @@ from .data import GaussianMixture  # noqa: E402
 from .metrics import OOD_RADIUS  # noqa: E402
 
 CLASS_COLORS = plt.get_cmap("tab10").colors
-METHOD_STYLE = {"cfg": ("CFG", "tab:red"), "dog": ("DoG", "tab:blue"), "finetune": ("fine-tune only", "0.3")}
+METHOD_STYLE = {"none": ("fine-tune only", "0.3"), "cfg": ("CFG", "tab:red"), "dog": ("DoG", "tab:blue"),
+                "cfg+dog": ("CFG+DoG", "tab:purple"), "autoguidance": ("autoguidance", "tab:green"),
+                "cfg+APG": ("CFG + APG", "tab:orange"), "dog+APG": ("DoG + APG", "tab:cyan")}
+GUIDES = {"cfg": "fine-tuned model, null label K", "dog": "frozen pre-trained model, its null label",
+          "cfg+dog": "both null predictions, half w each", "autoguidance": "mid-fine-tune snapshot, same class"}
+EXTRA_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:gray")
+
+
+def style(label: str, index: int = 0) -> Tuple[str, str]:
+    """(display name, colour) of a run label; a method the table does not know gets its own name and a spare colour."""
+    return METHOD_STYLE.get(label, (label, EXTRA_COLORS[index % len(EXTRA_COLORS)]))
+
+
+def guided_labels(result) -> List[str]:
+    """The guided run labels in run order."""
+    return list(dict.fromkeys(r.label for r in result.runs if r.spec.guided))
 
 
 def save_figure(fig, path) -> Path:
@@ -64,20 +79,22 @@ def _limits(points: np.ndarray, margin: float) -> Tuple[Tuple[float, float], Tup
 
 def plot_sample_clouds(result, w: float, path) -> Path:
     """Top row: the whole source extent; bottom row: zoomed on the target. Columns: source data, the target
-    fine-tuning set, fine-tune only, CFG at ``w``, DoG at ``w``."""
+    fine-tuning set, fine-tune only, then every guided method at ``w`` (first sampling seed)."""
     source, target = result.source, result.target
-    y = result.sample_y.numpy()
+    y = result.sample_y[0].numpy()
     src_x, _ = source.sample(4000, torch.Generator().manual_seed(12345))  # only for display
+    by_key = {r.key: r for r in result.runs}
     panels = [
         ("source (pre-training) data", src_x.numpy(), None),
         (f"target fine-tuning set (n={len(result.target_x)})", result.target_x.numpy(), result.target_y.numpy()),
-        ("fine-tune only (w=1)", result.samples[("finetune", 1.0)].numpy(), y),
-        (f"CFG w={w:g}", result.samples[("cfg", w)].numpy(), y),
-        (f"DoG w={w:g}", result.samples[("dog", w)].numpy(), y),
     ]
+    for key, run in by_key.items():
+        if run.label == "none" or run.w == w:
+            title = style(run.label)[0] + ("" if run.label == "none" else f" w={w:g}")
+            panels.append((title, result.samples[key][0].numpy(), y))
     full = _limits(source.means.numpy(), 0.5)
     zoom = _limits(target.means.numpy(), 0.45)
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 7.4))
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.1 * len(panels), 6.6))
     for col, (title, x, labels) in enumerate(panels):
         for row, (xlim, ylim) in enumerate((full, zoom)):
             ax = axes[row, col]
@@ -95,27 +112,29 @@ def plot_sample_clouds(result, w: float, path) -> Path:
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
             if row == 0:
-                ax.set_title(title, fontsize=10)
+                ax.set_title(title, fontsize=9)
     axes[1, 0].set_ylabel("zoom on the target", fontsize=9)
-    fig.suptitle("2D toy: samples (colour = class; black x = out of the target's 3-sigma support, dashed circles; "
-                 "grey + = source modes)", fontsize=10)
+    fig.suptitle("2D toy: samples of sampling seed 0 (colour = class; black x = out of the target's 3-sigma support, "
+                 "dashed circles; grey + = source modes)", fontsize=10)
     return save_figure(fig, path)
 
 
 def plot_guidance_fields(result, path) -> Path:
-    """CFG (left) and DoG (right) guidance pushes -(eps_cond - eps_guide) on a grid of x_t, one row per timestep.
-    Arrows show the direction only (unit length); colour is the magnitude, on one scale per row so CFG and DoG
-    compare directly. Modes are drawn where they sit in x_t (scaled by sqrt(alpha_bar_t))."""
+    """Every guided method's push per unit of (w - 1), -(eps_guided - eps_cond) / (w - 1) at plot_w, on a grid of
+    x_t, one row per timestep. Arrows show the direction only (unit length); colour is the magnitude, on one scale
+    per row so the methods compare directly. Modes are drawn where they sit in x_t (scaled by sqrt(alpha_bar_t))."""
     config = result.config
     ts = sorted({t for _, t in result.fields})
-    fig, axes = plt.subplots(len(ts), 2, figsize=(10.5, 4.9 * len(ts)), squeeze=False, layout="constrained")
+    labels = [label for label in guided_labels(result) if (label, ts[0]) in result.fields]
+    fig, axes = plt.subplots(len(ts), len(labels), figsize=(4.2 * len(labels), 4.6 * len(ts)), squeeze=False,
+                             layout="constrained")
     for row, t in enumerate(ts):
         scale = math.sqrt(result.field_alpha_bar[t])
-        fields = {m: (result.fields[(m, t)][0].numpy(), result.fields[(m, t)][1].numpy()) for m in ("cfg", "dog")}
+        fields = {m: (result.fields[(m, t)][0].numpy(), result.fields[(m, t)][1].numpy()) for m in labels}
         biggest = max(float(np.linalg.norm(v, axis=1).max()) for _, v in fields.values()) or 1.0
-        for col, method in enumerate(("cfg", "dog")):
+        for col, label in enumerate(labels):
             ax = axes[row, col]
-            points, push = fields[method]
+            points, push = fields[label]
             mag = np.linalg.norm(push, axis=1)
             unit = push / np.maximum(mag, 1e-12)[:, None]
             q = ax.quiver(points[:, 0], points[:, 1], unit[:, 0], unit[:, 1], mag, cmap="viridis", clim=(0, biggest),
@@ -127,34 +146,52 @@ def plot_guidance_fields(result, path) -> Path:
             ax.set_ylim(lo[1] - pad, hi[1] + pad)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
-            guide = "fine-tuned model, null label K" if method == "cfg" else "frozen pre-trained model, its null label"
-            ax.set_title(f"{METHOD_STYLE[method][0]} (guide: {guide})\nt={t}, sqrt(alpha_bar)={scale:.2f}, "
-                         f"mean |push| {mag.mean():.2f}", fontsize=9)
-        fig.colorbar(q, ax=axes[row].tolist(), shrink=0.85, label="|eps_cond - eps_guide|")
-    fig.suptitle(f"Guidance direction -(eps_cond - eps_guide) for target class {config.field_class} (thick circle); "
-                 "grey + = source modes", fontsize=10)
+            base = label.split("+APG")[0]
+            guide = GUIDES.get(base, "") + (" (APG)" if label.endswith("+APG") else "")
+            ax.set_title(f"{style(label, col)[0]}" + (f"\nguide: {guide}" if guide else "")
+                         + f"\nt={t}, sqrt(alpha_bar)={scale:.2f}, mean |push| {mag.mean():.2f}", fontsize=8)
+        fig.colorbar(q, ax=axes[row].tolist(), shrink=0.85, label="|eps_guided - eps_cond| / (w - 1)")
+    fig.suptitle(f"Guidance direction -(eps_guided - eps_cond) at w={config.plot_w:g} for target class "
+                 f"{config.field_class} (thick circle); grey + = source modes", fontsize=10)
     return save_figure(fig, path)
 
 
-def plot_metrics_vs_w(rows: List[Dict], path) -> Path:
-    """Out-of-domain rate, NLL and Frechet distance against w for CFG and DoG, with the exact-target reference."""
+def _bound(entry: Dict, metric: str, side: str) -> float:
+    """A leaderboard entry's mean, low or high of ``metric``; a bound it lacks (one seed) is its mean."""
+    value = entry.get(f"{metric}_{side}")
+    return entry[f"{metric}_mean"] if value is None else value
+
+
+def plot_metrics_vs_w(result, board: List[Dict], path) -> Path:
+    """Out-of-domain rate, NLL, spread and Frechet distance against w for every guided method (mean and 95%
+    interval over sampling seeds; each line starts at fine-tune only, w = 1), with the exact-target reference."""
     metrics = [("ood_rate", "out-of-domain rate"), ("nll", "mean NLL under target (nats)"),
                ("spread_ratio", "spread around own mode (1 = exact)"), ("fd", "Frechet distance (2D)")]
-    ref = next((r for r in rows if r["method"] == "target_exact"), None)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics), 3.5))
-    for ax, (key, label) in zip(axes, metrics):
-        for method in ("cfg", "dog"):
-            pts = sorted((r["w"], r[key]) for r in rows if r["method"] == method)
-            name, color = METHOD_STYLE[method]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=name)
+    ref = next((e for e in board if e["variant"] == "target_exact"), None)
+    unguided = next((e for e in board if e["variant"] == "none"), None)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics), 3.6))
+    for ax, (key, title) in zip(axes, metrics):
+        values, labels = [], guided_labels(result)
+        ws = sorted({e["w"] for e in board if e["w"] is not None})
+        dodge = 0.012 * ((ws[-1] - ws[0]) or 1.0)  # side by side, so the intervals do not hide each other
+        for index, label in enumerate(labels):
+            points = ([unguided] if unguided else []) + sorted((e for e in board if e["variant"] == label),
+                                                               key=lambda e: e["w"])
+            w = [e["w"] + (index - (len(labels) - 1) / 2) * dodge for e in points]
+            mean, low, high = (np.array([_bound(e, key, side) for e in points]) for side in ("mean", "low", "high"))
+            name, color = style(label, index)
+            ax.errorbar(w, mean, yerr=[mean - low, high - mean], fmt="o", ms=3, capsize=2, color=color, label=name,
+                        ls="--" if label.endswith("+APG") else "-")
+            values += list(mean)
         if ref is not None:
-            ax.axhline(ref[key], color="0.5", ls=":", label="exact target samples")
-        ax.set_xlabel("guidance scale w")
-        ax.set_title(label, fontsize=10)
-        values = [r[key] for r in rows if r["method"] in ("cfg", "dog")]
-        if key == "nll" and max(abs(v) for v in values) > 10:  # far off-support samples explode the NLL
+            ax.axhline(ref[f"{key}_mean"], color="0.5", ls=":", label="exact target samples")
+        ax.set_xlabel("guidance strength w")
+        ax.set_title(title, fontsize=10)
+        if key == "nll" and values and max(abs(v) for v in values) > 10:  # far off-support samples explode the NLL
             ax.set_yscale("symlog", linthresh=10.0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=8)
+    fig.suptitle(f"mean and 95% t-interval over {result.config.seeds} sampling seeds", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
     return save_figure(fig, path)

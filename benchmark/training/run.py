@@ -7,8 +7,9 @@ Both return the path of the EMA-only export (``<out>/ema.pt``) that ``dogbench s
 
 The run directory (``out``) holds ``run.json`` (what is trained: refuses to resume a different run),
 ``checkpoints/last.ckpt`` (model, EMA, optimizer, step; written atomically every ``checkpoint_every`` steps and at
-the end), ``csv/version_*/metrics.csv``, ``wandb/`` and, when finished, ``ema.pt`` and ``trained.json`` (steps,
-throughput). Rerunning the same command resumes from the last checkpoint, or returns at once when the run is
+the end), ``csv/version_*/metrics.csv``, ``wandb/``, ``ema-step<N>.pt`` for every step N of ``keep_ema_at`` (EMA
+exports like ``ema.pt``, e.g. autoguidance's weak guide) and, when finished, ``ema.pt`` and ``trained.json`` (steps,
+the kept snapshots, throughput). Rerunning the same command resumes from the last checkpoint, or returns at once when the run is
 finished; asking for more steps continues a finished run.
 
 Multi-GPU / multi-node: ``LaunchSettings(devices=N, num_nodes=M)`` with Lightning's DDP (``strategy="fsdp"``
@@ -38,7 +39,8 @@ from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, rea
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
 from benchmark.models.dit import DiTBlock
 from benchmark.tracking import WandbSettings
-from benchmark.training.callbacks import AtomicCheckpointIO, SafeWandbLogger, StepCheckpoint
+from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
+                                          ema_snapshot_path, report_past_snapshots)
 from benchmark.training.datamodule import TrainingData
 from benchmark.training.module import DiffusionTrainer
 from benchmark.training.settings import LaunchSettings, TrainSettings
@@ -131,10 +133,15 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
         raise UserError(f"{out_dir} holds another training run (differs in {', '.join(differ)}); "
                         f"pass another output directory or delete it")
     trained = read_json(out_dir / TRAINED_FILE)
+    export_metadata = dict(autoencoder=str(autoencoder), dataset=dataset_name, num_classes=model.num_classes,
+                           image_size=int(resolution), **metadata)
     if trained is not None and trained.get("steps", 0) > settings.steps:
         raise UserError(f"{out_dir} already holds a run of {trained['steps']} steps, more than the {settings.steps} "
                         f"asked for; pass another output directory")
     if run is not None and trained is not None and trained.get("steps") == settings.steps and ema_path.is_file():
+        report_past_snapshots(out_dir, settings.keep_ema_at, settings.steps, kind)
+        if settings.steps in settings.keep_ema_at and not ema_snapshot_path(out_dir, settings.steps).is_file():
+            _copy_export(ema_path, ema_snapshot_path(out_dir, settings.steps))  # the final EMA is that step's
         if export_path:
             _copy_export(ema_path, Path(export_path))
         print(f"{kind}: {out_dir} is finished ({settings.steps} steps); EMA weights in {ema_path}")
@@ -152,7 +159,8 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
     if precision != settings.precision:
         print(f"{kind}: training on CPU in fp32, not {settings.precision}", file=sys.stderr)
     trainer = lightning_trainer(launch, precision, max_steps=settings.steps, progress=progress, out_dir=out_dir,
-                                callbacks=[StepCheckpoint(out_dir / LAST_CHECKPOINT, settings.checkpoint_every)],
+                                callbacks=[StepCheckpoint(out_dir / LAST_CHECKPOINT, settings.checkpoint_every),
+                                           EmaSnapshots(out_dir, settings.keep_ema_at, export_metadata, kind)],
                                 log_every_n_steps=max(1, min(50, settings.steps // 20)))
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "run.json", {"identity": identity, "settings": settings.to_dict(),
@@ -186,15 +194,16 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
     if step > settings.steps:  # resumed from a checkpoint that had already gone further
         raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
                         f"pass --steps {step} or another output directory")
-    export_checkpoint(model, ema_path, ema_state=ema_state, autoencoder=str(autoencoder), dataset=dataset_name,
-                      num_classes=model.num_classes, steps=step, image_size=int(resolution), **metadata)
+    export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
     if export_path:
         _copy_export(ema_path, Path(export_path))
     first_step, started = module.session_start or (step, time.perf_counter())
     steps_run, train_s = step - first_step, time.perf_counter() - started
     img_per_s = steps_run * settings.global_batch_size / train_s if steps_run and train_s > 0 else None
+    snapshots = {str(n): str(ema_snapshot_path(out_dir, n)) for n in settings.keep_ema_at
+                 if ema_snapshot_path(out_dir, n).is_file()}
     atomic_write_json(out_dir / TRAINED_FILE, {
-        "steps": step, "ema": str(ema_path), "checkpoint": str(last), "precision": precision,
+        "steps": step, "ema": str(ema_path), "ema_snapshots": snapshots, "checkpoint": str(last), "precision": precision,
         "session": {"steps": steps_run, "train_s": round(train_s, 2), "wall_s": round(wall, 2),
                     "img_per_s": round(img_per_s, 2) if img_per_s else None}})
     print(f"{kind}: {step} steps done ({steps_run} this session, {train_s:.0f} s"

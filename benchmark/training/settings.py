@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from benchmark.settings import Count, Index, Precision, Real, Settings
 
 
 class TrainSettings(Settings):
-    """What is trained: every field but ``steps``, ``checkpoint_every`` and ``num_workers`` is part of the run's
-    identity (a run directory refuses to resume with other values)."""
+    """What is trained: every field but ``steps``, ``checkpoint_every``, ``num_workers`` and ``keep_ema_at`` is part
+    of the run's identity (a run directory refuses to resume with other values)."""
 
     steps: Count = 24000
     """optimizer steps"""
@@ -32,13 +32,28 @@ class TrainSettings(Settings):
     """images fine-tuned on: the train split, or all images (the public DoG code fine-tunes on the full set)"""
     checkpoint_every: Count = 2000
     """optimizer steps between resumable checkpoints"""
+    keep_ema_at: list[Count] = []
+    """optimizer steps whose EMA weights are also exported, as ema-step<N>.pt beside ema.pt (e.g. an earlier fine-tune
+    as autoguidance's weak guide); steps a run has already passed cannot be kept"""
     num_workers: Index = 4
     """data-loader processes per device"""
     seed: Index = 0
     """seed of the new label table / initialisation, data order, noise and label dropout"""
 
-    # how fast a run goes or how long it is, not what it computes: may differ on resume
-    NOT_IDENTITY: ClassVar[tuple] = ("steps", "checkpoint_every", "num_workers")
+    # how fast a run goes, how long it is or what it keeps on the way, not what it computes: may differ on resume
+    NOT_IDENTITY: ClassVar[tuple] = ("steps", "checkpoint_every", "num_workers", "keep_ema_at")
+
+    @field_validator("keep_ema_at")
+    @classmethod
+    def _sorted(cls, value: list) -> list:
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _kept_steps_are_trained(self):
+        late = [step for step in self.keep_ema_at if step > self.steps]
+        if late:
+            raise ValueError(f"keep_ema_at {late} is past the {self.steps} steps trained; pass steps up to {self.steps}")
+        return self
 
     def identity(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in self.NOT_IDENTITY}

@@ -1,6 +1,6 @@
-"""Classifier-free guidance (CFG) and Domain Guidance (DoG), as pure functions and as one guided denoiser.
+"""The guidance scale w, the guidance interval, and the extrapolation every built-in rule is made of.
 
-Both rules extrapolate the fine-tuned conditional prediction away from a "guide" prediction:
+CFG and DoG both extrapolate the fine-tuned conditional prediction away from a "guide" prediction:
 
     eps = eps_ft(x|c) + (w - 1) * (eps_ft(x|c) - eps_guide(x))
 
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Callable, Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
 import torch
 from pydantic import BeforeValidator
-from torch import Tensor, nn
+from torch import Tensor
 
 W_MIN, W_MAX = 0.0, 20.0
 W_DECIMALS = 4  # w is rounded to this many decimals, so 1.0 + 3 * 0.1 is exactly 1.3 everywhere
 DEFAULT_GUIDED_CHANNELS = 3  # the DiT reference's choice: paper numbers are comparable only with it
-METHODS = ("none", "cfg", "dog")
 
 
 def check_guidance_scale(w: float) -> float:
@@ -99,56 +98,3 @@ class GuidanceInterval:
 
     def mask(self, t: Tensor) -> Tensor:
         return (t >= self.low) & (t <= self.high)
-
-
-class GuidedDenoiser(nn.Module):
-    """One denoiser interface, ``denoiser(x, t, y) -> model output``, for fine-tune only, CFG and DoG.
-
-    ``model``: the fine-tuned network, called with the class labels ``y``.
-    ``guide_model``: the network giving the guide prediction, called with ``guide_null_label`` for every sample
-    (the fine-tuned model itself with label K for CFG, the frozen pre-trained model with its own class count
-    for DoG). When it *is* ``model``, the conditional and null calls share one batch-2B forward.
-    """
-
-    def __init__(
-        self,
-        model: Callable[..., Tensor],
-        guide_model: Optional[Callable[..., Tensor]] = None,
-        w: float = 1.0,
-        guide_null_label: Optional[int] = None,
-        guided_channels: Optional[int] = DEFAULT_GUIDED_CHANNELS,
-        interval: Optional[GuidanceInterval] = None,
-    ):
-        super().__init__()
-        self.model = model
-        self.guide_model = guide_model
-        self.w = float(w)
-        self.guide_null_label = guide_null_label
-        self.guided_channels = guided_channels
-        self.interval = interval
-        if self.w != 1.0 and (guide_model is None or guide_null_label is None):
-            raise ValueError(f"w={self.w} needs a guide model and its null label; use w=1 for fine-tune only")
-
-    @property
-    def guided(self) -> bool:
-        return self.w != 1.0
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        if not self.guided:
-            return self.model(x, t, y)
-        null = torch.full_like(y, self.guide_null_label)
-        if self.interval is not None:
-            inside = self.interval.mask(t)
-            if not bool(inside.any()):  # one host sync per step, only when an interval is used
-                return self.model(x, t, y)
-        if self.guide_model is self.model:  # CFG: one batch-2B forward, as in the reference code
-            out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-            cond, uncond = out.chunk(2)
-        else:
-            cond = self.model(x, t, y)
-            uncond = self.guide_model(x, t, null)
-        # Only the eps channels (as many as x has) are guided; learned-variance channels stay conditional.
-        out = guide(cond, uncond[:, : x.shape[1]], self.w, self.guided_channels)
-        if self.interval is not None:
-            out = torch.where(inside.view(-1, *([1] * (out.dim() - 1))), out, cond)
-        return out
