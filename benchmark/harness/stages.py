@@ -30,7 +30,9 @@ DONE = "done.json"
 
 
 def log(message: str) -> None:
-    print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    """A progress line, from rank 0 only (every rank does the same step)."""
+    if rank_world()[0] == 0:
+        print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 @dataclass
