@@ -2,8 +2,10 @@
 import pytest
 
 from benchmark.errors import ConfigError
-from benchmark.harness.experiment import Experiment, RunSpec, canonical_method
+from benchmark.guidance import resolve_method
+from benchmark.harness.experiment import Experiment
 from benchmark.harness.identity import stage_config, stage_hash
+from benchmark.harness.methods import run_spec
 from benchmark.harness.loading import experiment_from_dict, experiment_names, load_experiment
 from benchmark.harness.storage import check_storage_url
 from benchmark.io import config_hash
@@ -232,15 +234,18 @@ def test_w_values_from_a_range_are_exact_and_include_stop():
     assert exp.w_values() == [1.0, 1.5]
 
 
+def run(method, w=None, seed=0, **params):
+    spec = resolve_method(method, {**({"w": w} if w is not None else {}), **params})
+    return run_spec("caltech101-32", method, spec, seed)
+
+
 def test_runs_share_w1():
     exp = small(w_grid=[1.0, 1.5], selection={"seeds": [0, 1]}, report={"seeds": [2]})
     runs = exp.selection_runs()
-    assert runs.count(RunSpec("caltech101-32", "none", 1.0, 0)) == 1
+    assert runs.count(run("none")) == 1
     assert {r.method for r in runs if r.w == 1.0} == {"none"}
     assert len(runs) == 2 * 3  # (none at 1.0, cfg at 1.5, dog at 1.5) x 2 seeds
-    assert canonical_method("dog", 1.0) == "none" and canonical_method("dog", 1.5) == "dog"
-    with pytest.raises(ValueError):
-        canonical_method("none", 2.0)
+    assert run("dog", 1.0).method == "none" and run("dog", 1.5).method == "dog"  # w = 1 is the unguided set
     # w = 1 is sampled even when only guided methods are compared: it is their w = 1 point
     assert {r.method for r in small(methods=["cfg"], w_grid=[1.0, 2.0]).selection_runs()} == {"none", "cfg"}
 
@@ -252,7 +257,7 @@ def test_stage_configs_separate_what_changes_what():
     other_rule = small(w_grid=[1.0, 2.0], evaluation={"select_by": "fd_dinov2"})
     other_channels = small(w_grid=[1.0, 2.0], sampling={"guided_channels": None})
     ds = "caltech101-32"
-    point = dict(method="dog", w=2.0, seed=0)
+    point = dict(run=run("dog", 2.0))
 
     other_precision = small(w_grid=[1.0, 2.0], sampling={"precision": "bf16"})
 
@@ -271,13 +276,16 @@ def test_stage_configs_separate_what_changes_what():
                    finetune={"num_workers": 0, "checkpoint_every": 3})
     assert h(base, "evaluate", **point) == h(faster, "evaluate", **point)
     # w = 1 is one sample set whatever the method, untouched by guidance-only settings
-    none = stage_config(base, "sample", ds, method="none", w=1.0, seed=0)
-    assert stage_config(base, "sample", ds, method="cfg", w=1.0, seed=0) == none
-    assert stage_config(other_channels, "sample", ds, method="dog", w=1, seed=0) == none
+    none = stage_config(base, "sample", ds, run=run("none"))
+    assert stage_config(base, "sample", ds, run=run("cfg", 1.0)) == none
+    assert stage_config(other_channels, "sample", ds, run=run("dog", 1)) == none
     assert h(base, "sample", **point) != h(other_channels, "sample", **point)
-    assert h(base, "sample", **point) != h(base, "sample", method="cfg", w=2.0, seed=0)
+    assert h(base, "sample", **point) != h(base, "sample", run=run("cfg", 2.0))
+    # a method's other parameters are part of its samples' identity
+    assert h(base, "sample", **point) != h(base, "sample", run=run("dog", 2.0, eta=0.0))
+    assert stage_config(base, "sample", ds, run=run("dog", 2.0))["method"] == "dog"  # as it always was
     with pytest.raises(ValueError):
-        stage_config(base, "sample", ds)  # needs method, w, seed
+        stage_config(base, "sample", ds)  # needs a sample set
 
 
 def test_to_dict_round_trips():
@@ -318,3 +326,29 @@ def test_selection_and_report_samples_share_no_noise_draw(name):
     report = {sample_seed(s, i) for s in report_seeds for i in range(exp.sampling.num_samples)}
     assert len(selection) == len(exp.selection.seeds) * exp.selection_num_samples()  # no collision within either
     assert not selection & report
+
+
+@pytest.mark.parametrize("override, match", [
+    ("methods=[none, cfg, dogg]", "unknown guidance method 'dogg'; did you mean 'dog'?"),
+    ("methods=[{name: cfg+dog, grid: {w_cfg: [1.0, 25]}}]", "w_cfg=25 is outside [0, 20]"),
+    ("methods=[{name: dog, params: {etaa: 0}}]", "has no parameter 'etaa'; did you mean 'eta'?"),
+    ("methods=[autoguidance]", "guide model 'weak' has no source"),
+    ("methods=[{name: autoguidance, guides: {weak: {step: 300}}}]", "not earlier than the fine-tune's 300 steps"),
+    ("methods=['nomodule.x:rule']", "module 'nomodule.x' does not import"),
+    ("methods=[dog, dog]", "named twice"),
+    ("methods=[]", "methods is empty"),
+])
+def test_bad_methods_are_one_line_errors_before_any_work(override, match):
+    expect_error(match, "default", [override])
+
+
+def test_methods_with_parameters_and_grids():
+    exp = load_experiment("default", ["methods=[none, dog, {name: cfg+dog, grid: {w_cfg: [1.0, 2.0], w_dog: [1.0, 1.5]}},"
+                                      " {name: dog, label: dog-apg, params: {eta: 0.0}},"
+                                      " {name: autoguidance, guides: {weak: {step: 150}}, grid: {w: [2.0]}}]"])
+    runs = exp.selection_runs()
+    by = {(r.method, r.w if r.w == r.w else None, r.params) for r in runs}
+    assert ("cfg+dog", None, "w_cfg=2 w_dog=1.5") in by and ("dog-apg", 1.5, "eta=0") in by
+    assert ("autoguidance", 2.0, "") in by
+    assert sum(r.method == "none" for r in runs) == 1  # every unguided grid point is the one fine-tune-only set
+    assert exp.unguided_methods() == {"none", "dog", "cfg+dog", "dog-apg"}

@@ -185,3 +185,26 @@ def test_sweep_rejects_bad_input_in_one_line(experiment, capsys):
     assert main(base + ["--dataset", "folder", "--storage", "postgresql://nobody@127.0.0.1:1/x"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 3 and "not in experiment" in errors[0] and "fid" in errors[1]
+
+
+@pytest.mark.slow
+def test_a_users_own_method_and_a_two_parameter_method_end_to_end(experiment):
+    """A method from module:attribute (tests/guidance_plugin.py) and cfg+dog with a 2-D grid, through `dogbench run`:
+    both selected on the selection seed, scored on the report seed, compared with CFG and fine-tune only."""
+    path, results = experiment
+    config = yaml.safe_load(path.read_text())
+    config["methods"] = ["none", "cfg", {"name": "guidance_plugin:mixed_null", "label": "mixed", "params": {"mix": 0.3},
+                                         "grid": {"w": [2.0]}},
+                         {"name": "cfg+dog", "grid": {"w_cfg": [1.0, 2.0], "w_dog": [2.0]}}]
+    path.write_text(yaml.safe_dump(config))
+    assert run(path, results) == 0
+    runs = pd.read_csv(results / "tiny" / "runs.csv", keep_default_na=False, na_values=[""])
+    selection = runs[runs["phase"] == "selection"]
+    assert {"mixed", "cfg+dog"} <= set(selection["method"])
+    assert set(selection.loc[selection["method"] == "cfg+dog", "params"]) == {"w_cfg=1 w_dog=2", "w_cfg=2 w_dog=2"}
+    assert set(selection.loc[selection["method"] == "mixed", "params"]) == {"mix=0.3"}
+    board = pd.read_csv(results / "tiny" / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    best = board[board["rule"] == "best w"].set_index("method")
+    assert {"mixed", "cfg+dog", "cfg"} <= set(best.index)
+    assert np.isfinite(best.loc["mixed", "fd_effnet_diff_vs_cfg"]) and np.isfinite(best.loc["cfg+dog", "fd_effnet_low"])
+    assert best.loc["cfg+dog", "params"] in ("w_cfg=1 w_dog=2", "w_cfg=2 w_dog=2")

@@ -15,7 +15,7 @@ def test_runs_csv_write_update_read(tmp_path):
     runs.write_runs(first, path)
     header = path.read_text().splitlines()[0].split(",")
     assert header == list(runs.RUNS_COLUMNS)  # every column, missing ones empty
-    assert path.read_text().splitlines()[1].startswith("A,report,none,1.0,0,10.0" + "," * 11 + "100")
+    assert path.read_text().splitlines()[1].startswith("A,report,none,1.0,,0,10.0" + "," * 11 + "100")
     # a resumed run replaces its own row and adds new ones; the order stays dataset, method, w, seed
     updated = runs.update_runs(path, [row("A", "cfg", 1.5, 0, fid=8.5), row("A", "dog", 1.5, 0, fid=8.0),
                                     row("A", "cfg", 1.2, 0, fid=9.5, git_commit="abc")])
@@ -34,8 +34,9 @@ def test_runs_csv_write_update_read(tmp_path):
 def test_runs_rows_are_checked():
     with pytest.raises(ValueError, match="w = 1"):
         runs.runs_frame([row("A", "none", 2.0, 0, fid=1.0)])
-    with pytest.raises(ValueError, match="unknown method"):
-        runs.runs_frame([row("A", "cgf", 2.0, 0, fid=1.0)])
+    # a method's other parameters are a key column of their own, empty for none, cfg and dog
+    both = runs.runs_frame([row("A", "cfg+dog", None, 0, params="w_cfg=1.5 w_dog=2", fid=1.0), row("A", "cfg", 2.0, 0)])
+    assert list(both["params"]) == ["w_cfg=1.5 w_dog=2", ""]
     with pytest.raises(ValueError, match="lack 'seed'"):
         runs.runs_frame([{"dataset": "A", "phase": "report", "method": "cfg", "w": 2.0, "fid": 1.0}])
     with pytest.raises(ValueError, match="unknown phase"):

@@ -5,13 +5,14 @@ from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.storage import check_storage_url
-from benchmark.harness.sweep import SWEEP_METHODS, run_sweep, study_dir
+from benchmark.harness.sweep import run_sweep, study_dir
 
 
 def configure(p, name: str) -> None:
     p.add_argument("--exp", default="default", help="experiment name or YAML path (default: default)")
     p.add_argument("--dataset", required=True, help="one of the experiment's datasets")
-    p.add_argument("--method", choices=SWEEP_METHODS, default="dog", help="guidance method whose w is searched (default: dog)")
+    p.add_argument("--method", default="dog", help="the experiment's method (its label) whose parameters are searched: "
+                                                   "w, or the parameters of its grid (default: dog)")
     p.add_argument("--metric", default=None, help="objective column (default: evaluation.select_by)")
     trials = p.add_mutually_exclusive_group()
     trials.add_argument("--trials", type=int, default=None, help="run this many more trials (as Optuna's n_trials)")

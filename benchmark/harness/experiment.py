@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -25,7 +24,9 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, mo
 
 from benchmark.data import dataset_names
 from benchmark.errors import did_you_mean
-from benchmark.guidance import W_DECIMALS, GuidanceScale
+from benchmark.guidance import INTERVAL, W_DECIMALS, GuidanceScale, MethodSpec
+from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
+                                       run_spec)
 from benchmark.io import data_root, results_root
 from benchmark.metrics.registry import columns_of
 from benchmark.metrics.settings import EvaluationSettings
@@ -35,7 +36,7 @@ from benchmark.settings import Count, Index, Real, Settings
 from benchmark.tracking import WandbSettings
 from benchmark.training.settings import TrainSettings
 
-METHODS = ("none", "cfg", "dog")
+METHODS = ("none", "cfg", "dog")  # the default comparison
 
 
 def _as_list(value: Any) -> Any:
@@ -172,26 +173,6 @@ WGrid = Annotated[Union[Annotated[list[GuidanceScale], Tag("[list]")], Annotated
                   Discriminator(lambda v: "{range}" if isinstance(v, (dict, WRange)) else "[list]")]
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One sample set the harness makes: dataset x method x w x sampling seed."""
-
-    dataset: str
-    method: str
-    w: float
-    seed: int
-
-
-def canonical_method(method: str, w: float) -> str:
-    """w = 1 is the unguided conditional sample whatever the guide: cfg and dog at w = 1 *are* the ``none`` run."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    w = round(float(w), W_DECIMALS)
-    if method == "none" and w != 1.0:
-        raise ValueError(f"method 'none' is fine-tune only and has w = 1, got w={w}")
-    return "none" if w == 1.0 else method
-
-
 class Experiment(Settings):
     """Everything a benchmark run does; ``load_experiment`` reads it from YAML."""
 
@@ -206,8 +187,9 @@ class Experiment(Settings):
     autoencoder: str = "sd-vae-ft-ema"
     """image <-> latent map: sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space), or a local diffusers folder"""
     finetune: TrainSettings = TrainSettings()
-    methods: list[Literal["none", "cfg", "dog"]] = list(METHODS)
-    """guidance methods compared: none (fine-tune only, w = 1), cfg, dog"""
+    methods: MethodList = list(METHODS)
+    """guidance methods compared: registry names (none, cfg, dog, cfg+dog, autoguidance), module:attribute, or
+    {name, label, params, grid, guides} entries (benchmark/harness/methods.py)"""
     w_grid: WGrid = WRange(start=1.0, stop=2.5, step=0.1)
     """guidance scales of cfg and dog: a list, or {start, stop, step} with stop included; each in [0, 20]"""
     sampling: SamplingSettings = SamplingSettings()
@@ -241,7 +223,7 @@ class Experiment(Settings):
             raise ValueError(f"{value!r} is used as a directory name; use letters, digits, '.', '_', '-'")
         return value
 
-    @field_validator("datasets", "methods")
+    @field_validator("datasets")
     @classmethod
     def _unique_nonempty(cls, value: list, info) -> list:
         if not value:
@@ -276,6 +258,14 @@ class Experiment(Settings):
                              f"needs; use e.g. 256, or autoencoder=identity for pixel space")
         if not self.selection.seeds:
             raise ValueError("selection.seeds is empty; give at least one seed, e.g. selection.seeds=[0]")
+        if not self.methods:
+            raise ValueError("methods is empty; give at least one, e.g. methods=[none, cfg, dog]")
+        check_entries(self.method_entries(), self.finetune.steps)
+        for entry in self.method_entries():
+            if self.sampling.guidance_interval is not None and INTERVAL in entry.params:
+                raise ValueError(f"method {entry.key}: give the guidance interval once, in sampling.guidance_interval "
+                                 f"or in its params")
+            grid_points(entry, self.w_values(), self.sampling.guidance_interval)  # every point validated now
         shared = sorted(set(self.selection.seeds) & set(self.report.seeds))
         if shared:
             raise ValueError(f"report.seeds and selection.seeds share seed(s) {shared}: the reported numbers would "
@@ -327,15 +317,29 @@ class Experiment(Settings):
         """The guidance scales of cfg and dog, ascending, rounded to 4 decimals."""
         return list(self.w_grid) if isinstance(self.w_grid, list) else self.w_grid.values()
 
+    def method_entries(self) -> list[MethodEntry]:
+        return entries(self.methods)
+
+    def entry(self, label: str) -> MethodEntry:
+        return next(e for e in self.method_entries() if e.key == label)
+
+    def grid(self, label: str) -> list[MethodSpec]:
+        """The specs a method is selected from."""
+        return grid_points(self.entry(label), self.w_values(), self.sampling.guidance_interval)
+
+    def unguided_methods(self) -> set[str]:
+        """The methods whose grid holds the unguided point: they share the ``none`` sample set there."""
+        return {e.key for e in self.method_entries() if any(not s.guided for s in self.grid(e.key))}
+
     def selection_runs(self, dataset: Optional[str] = None) -> list[RunSpec]:
-        """The sample sets that choose w: every method at every w of the grid on the selection seeds, without
-        duplicates (cfg and dog at w = 1 appear once, as ``none``)."""
+        """The sample sets that choose each method's parameters: every grid point on the selection seeds, without
+        duplicates (an unguided point of any method is the one ``none`` set)."""
         specs = []
         for ds in [dataset] if dataset is not None else self.datasets:
-            for method in self.methods:
-                for w in [1.0] if method == "none" else self.w_values():
+            for entry in self.method_entries():
+                for point in self.grid(entry.key):
                     for seed in self.selection.seeds:
-                        spec = RunSpec(ds, canonical_method(method, w), w, seed)
+                        spec = run_spec(ds, entry.key, point, seed)
                         if spec not in specs:
                             specs.append(spec)
         return specs

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from benchmark.guidance import W_DECIMALS
-from benchmark.harness.experiment import Experiment, canonical_method
+from benchmark.harness.experiment import Experiment
+from benchmark.harness.methods import UNGUIDED, RunSpec
 from benchmark.io import config_hash
 
 STAGES = ("latents", "finetune", "sample", "evaluate")
@@ -26,10 +26,10 @@ NOT_IDENTITY = {
 }
 
 
-def stage_config(exp: Experiment, stage: str, dataset: str, method: Optional[str] = None, w: Optional[float] = None,
-                 seed: Optional[int] = None, num_samples: Optional[int] = None) -> dict:
-    """The identity of ``stage``'s output for ``dataset`` (and, from ``sample`` on, one method, w and seed; for
-    ``evaluate`` also the number of images scored)."""
+def stage_config(exp: Experiment, stage: str, dataset: str, run: Optional[RunSpec] = None,
+                 num_samples: Optional[int] = None) -> dict:
+    """The identity of ``stage``'s output for ``dataset`` (and, from ``sample`` on, one sample set ``run``: method
+    parameters and seed; for ``evaluate`` also the number of images scored)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     config: dict[str, Any] = {"dataset": dataset, "image_size": exp.source.image_size, "autoencoder": exp.autoencoder}
@@ -39,15 +39,20 @@ def stage_config(exp: Experiment, stage: str, dataset: str, method: Optional[str
     config.update(source=exp.source.to_dict(), finetune=finetune)
     if stage == "finetune":
         return config
-    if method is None or w is None or seed is None:
-        raise ValueError(f"stage {stage!r} needs method, w and seed")
-    w = round(float(w), W_DECIMALS)
-    method = canonical_method(method, w)
+    if run is None:
+        raise ValueError(f"stage {stage!r} needs a sample set (RunSpec)")
     sampling = {k: v for k, v in exp.sampling.to_dict().items() if k not in NOT_IDENTITY["sampling"]}
-    if method == "none":
+    identity = run.spec.identity()  # none / cfg / dog: {"method", "w"} as they always were; others add params
+    if identity["method"] == UNGUIDED:
         for key in NOT_IDENTITY["sampling_unguided"]:
             sampling.pop(key)
-    config.update(method=method, w=w, seed=int(seed), sampling=sampling)
+    elif run.spec.interval is not None and exp.sampling.guidance_interval is None:
+        sampling["guidance_interval"] = [run.spec.interval.low, run.spec.interval.high]  # the method's own
+    config.update(**identity, seed=int(run.seed), sampling=sampling)
+    if identity["method"] != UNGUIDED and run.method != UNGUIDED:
+        guides = {name: source.to_dict() for name, source in exp.entry(run.method).guides.items()}
+        if guides:
+            config["guides"] = guides
     if stage == "sample":
         return config
     e = exp.evaluation

@@ -1,8 +1,8 @@
-"""The leaderboard: every method at its selected w (and at the protocol's fixed w), scored on report seeds only,
-with a bootstrap interval on every number and paired intervals on DoG's differences.
+"""The leaderboard: every method at its selected parameters (and at the protocol's fixed w), scored on report seeds
+only, with a bootstrap interval on every number and paired intervals on each method's differences.
 
-Rows, per dataset: ``none`` (fine-tune only), each method at the w chosen on the selection seeds (rule ``best w``),
-each method at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as many real target images
+Rows, per dataset: ``none`` (fine-tune only), each method at the parameters chosen on the selection seeds (rule
+``best w``), each method with a scale w at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as many real target images
 as a sample set, scored like one: the floor a generator could reach at this sample count) and ``seed noise`` (fine-tune
 only under two seeds, compared like two methods: the smallest difference the benchmark resolves at this size). Then
 ``average`` rows over the datasets that have every row.
@@ -10,9 +10,10 @@ only under two seeds, compared like two methods: the smallest difference the ben
 Numbers: a metric is the mean over report seeds of its value on each seed's sample set. Intervals come from one
 bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
 is resampled with the same indices (the methods share noise and labels per index, so their differences are paired),
-different seeds and datasets independently, reference statistics held fixed. A DoG difference is marked significant
-when its interval excludes 0. On DoG rows, for each Frechet distance: ``diff_vs_B`` = DoG - B and the paper's
-relative improvement ``improvement_vs_B_pct`` = (B - DoG) / B * 100, each with its interval (B = cfg, none). On
+different seeds and datasets independently, reference statistics held fixed. A difference is marked significant
+when its interval excludes 0. On the rows of every method but none and cfg (DoG first of all), for each Frechet
+distance: ``diff_vs_B`` = method - B and the paper's relative improvement ``improvement_vs_B_pct`` = (B - method) /
+B * 100, each with its interval (B = cfg under the same rule, and none). On
 ``best w`` rows, ``<metric>_selection`` is the value on the selection seeds at the chosen w and ``<metric>_gap`` the
 report value minus it: how optimistic the selection score was.
 """
@@ -26,9 +27,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from benchmark.guidance import INTERVAL, MethodSpec, resolve_method
 from benchmark.harness.experiment import Experiment
-from benchmark.harness.runs import write_csv
-from benchmark.harness.selection import chosen_w, select_best
+from benchmark.harness.methods import UNGUIDED, has_scale_w, params_text, spec_w
+from benchmark.harness.runs import runs_frame, write_csv
+from benchmark.harness.selection import chosen, select_best
 from benchmark.io import read_json
 from benchmark.metrics.evaluate import load_sample_features
 from benchmark.metrics.intervals import FrechetResampler, PRDCResampler, bootstrap_many, reference_root
@@ -43,12 +46,13 @@ CONTROL = "control"
 
 @dataclass
 class Row:
-    """One leaderboard row: a method at one w under one rule, with its sample set per report seed."""
+    """One leaderboard row: a method at one parameter setting under one rule, with its sample set per report seed."""
 
     dataset: str
     method: str
     rule: str
     w: float
+    params: str = ""
     sets: list = field(default_factory=list)  # one runs.csv row (a pandas Series) per report seed, in seed order
 
 
@@ -56,13 +60,23 @@ def fixed_rule(w: float) -> str:
     return f"w={w:g}"
 
 
-def report_plan(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[str, str, float]]:
-    """(method, rule, w) of the leaderboard rows of ``dataset``, from the selected w per method."""
-    plan = [("none", "baseline", 1.0)] if "none" in exp.methods or {"cfg", "dog"} & set(exp.methods) else []
-    for method in (m for m in exp.methods if m != "none"):
-        if (dataset, method) in chosen:
-            plan.append((method, BEST, chosen[(dataset, method)]))
-        plan += [(method, fixed_rule(w), w) for w in exp.report.fixed_w]
+UNGUIDED_SPEC = resolve_method("none")
+
+
+def report_plan(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[str, str, MethodSpec]]:
+    """(method label, rule, spec) of the leaderboard rows of ``dataset``, from each method's selected parameters
+    ``chosen[(dataset, label)] = (w, params)``."""
+    plan = [(UNGUIDED, "baseline", UNGUIDED_SPEC)]
+    for entry in (e for e in exp.method_entries() if e.key != UNGUIDED):
+        if (dataset, entry.key) in chosen:
+            w, params = chosen[(dataset, entry.key)]
+            point = next((s for s in exp.grid(entry.key) if (spec_w(s) == w or math.isnan(w) and math.isnan(spec_w(s)))
+                          and params_text(s) == params), None)
+            if point is not None:
+                plan.append((entry.key, BEST, point))
+        if has_scale_w(entry):
+            base = {**entry.params, INTERVAL: exp.sampling.guidance_interval} if entry.method().guides else entry.params
+            plan += [(entry.key, fixed_rule(w), resolve_method(entry.name, {**base, "w": w})) for w in exp.report.fixed_w]
     return plan
 
 
@@ -144,26 +158,29 @@ def _relative(baseline: float, value: float) -> float:
 def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, cache_root: Path) -> pd.DataFrame:
     """The leaderboard table from the current runs rows (see the module docstring)."""
     metrics = list(exp.evaluation.metrics)
+    runs = runs_frame(runs)
     selection = runs[runs["phase"] == "selection"]
     report = runs[runs["phase"] == "report"]
     control = runs[runs["phase"] == "control"]
     if not len(report):
         return pd.DataFrame()
-    chosen = chosen_w(selection, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
-    selection_best = select_best(selection, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
+    shared = exp.unguided_methods()
+    choice = chosen(selection, exp.evaluation.select_by, shared)
+    selection_best = select_best(selection, exp.evaluation.select_by, shared)
 
-    def find(frame, dataset, method, w, seed):
-        hit = frame[(frame["dataset"] == dataset) & (frame["method"] == method) & (frame["w"] == round(w, 4))
-                    & (frame["seed"] == seed)]
+    def find(frame, dataset, method, w, params, seed):
+        same_w = frame["w"].isna() if math.isnan(w) else frame["w"] == round(w, 4)
+        hit = frame[(frame["dataset"] == dataset) & (frame["method"] == method) & same_w
+                    & (frame["params"] == params) & (frame["seed"] == seed)]
         return hit.iloc[0] if len(hit) else None
 
     rows: list[Row] = []
     for dataset in exp.datasets:
-        for method, rule, w in report_plan(exp, dataset, chosen):
-            sample_method = "none" if w == 1.0 else method  # w = 1 is the fine-tune-only sample set
-            row = Row(dataset, method, rule, w)
+        for method, rule, spec in report_plan(exp, dataset, choice):
+            sample_method = method if spec.guided else UNGUIDED  # an unguided point is the fine-tune-only set
+            row = Row(dataset, method, rule, spec_w(spec), params_text(spec))
             for seed in exp.report.seeds:
-                run = find(report, dataset, sample_method, w, seed)
+                run = find(report, dataset, sample_method, row.w, row.params, seed)
                 if run is not None:
                     row.sets.append((seed, run))
             if len(row.sets) == len(exp.report.seeds):
@@ -171,12 +188,12 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
         if exp.report.controls:
             real = control[(control["dataset"] == dataset) & (control["method"] == "real")]
             if len(real):
-                rows.append(Row(dataset, "real", CONTROL, math.nan, [(exp.report.seeds[0], real.iloc[0])]))
+                rows.append(Row(dataset, "real", CONTROL, math.nan, "", [(exp.report.seeds[0], real.iloc[0])]))
             a, b = noise_seeds(exp)
-            first = find(report, dataset, "none", 1.0, a)
-            second = find(pd.concat([report, control]), dataset, "none", 1.0, b)
+            first = find(report, dataset, UNGUIDED, 1.0, "", a)
+            second = find(pd.concat([report, control]), dataset, UNGUIDED, 1.0, "", b)
             if first is not None and second is not None:
-                rows.append(Row(dataset, "none", "seed noise", 1.0, [(a, first), (a, second)]))
+                rows.append(Row(dataset, UNGUIDED, "seed noise", 1.0, "", [(a, first), (a, second)]))
     if not rows:
         return pd.DataFrame()
 
@@ -221,15 +238,15 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
             per_row[(AVERAGE, method, rule)] = mean
             out.update({f"{AVERAGE}|{method}|{rule}|{c}": v for c, v in mean.items()})
         for (dataset, method, rule), values in per_row.items():
-            if method != "dog":
+            if method in (UNGUIDED, "cfg", "real"):
                 continue
             for baseline in BASELINES:
                 base = per_row.get((dataset, baseline, rule if baseline == "cfg" else "baseline"))
                 if base is None:
                     continue
                 for c in frechet:
-                    out[f"{dataset}|dog|{rule}|{c}|diff_vs_{baseline}"] = values[c] - base[c]
-                    out[f"{dataset}|dog|{rule}|{c}|improvement_vs_{baseline}_pct"] = _relative(base[c], values[c])
+                    out[f"{dataset}|{method}|{rule}|{c}|diff_vs_{baseline}"] = values[c] - base[c]
+                    out[f"{dataset}|{method}|{rule}|{c}|improvement_vs_{baseline}_pct"] = _relative(base[c], values[c])
         return out
 
     intervals = bootstrap_many(statistic, sizes, exp.report.bootstrap, seed=0, level=exp.report.level)
@@ -239,13 +256,13 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
 def _table(exp, rows, intervals, selection_best, complete) -> pd.DataFrame:
     columns = [c for c in COLUMN_ORDER if any(c in METRICS[m].columns for m in exp.evaluation.metrics)]
     records = []
-    keys = [(r.dataset, r.method, r.rule, r.w, len(r.sets), int(r.sets[0][1]["num_samples"])) for r in rows]
-    average_rows = [(AVERAGE, r.method, r.rule, math.nan, len(r.sets), int(r.sets[0][1]["num_samples"]))
+    keys = [(r.dataset, r.method, r.rule, r.w, r.params, len(r.sets), int(r.sets[0][1]["num_samples"])) for r in rows]
+    average_rows = [(AVERAGE, r.method, r.rule, math.nan, "", len(r.sets), int(r.sets[0][1]["num_samples"]))
                     for r in rows if r.dataset == complete[0] and r.method != "real" and r.rule != "seed noise"] \
         if len(complete) > 1 else []
-    for dataset, method, rule, w, n_seeds, n in keys + average_rows:
-        record = {"dataset": dataset, "method": method, "rule": rule, "w": w, "n_seeds": n_seeds, "n_samples": n,
-                  "n_datasets": len(complete) if dataset == AVERAGE else None}
+    for dataset, method, rule, w, params, n_seeds, n in keys + average_rows:
+        record = {"dataset": dataset, "method": method, "rule": rule, "w": w, "params": params, "n_seeds": n_seeds,
+                  "n_samples": n, "n_datasets": len(complete) if dataset == AVERAGE else None}
         prefix = f"{dataset}|{method}|{rule}"
         for c in columns:
             interval = intervals.get(f"{prefix}|{c}")
@@ -256,9 +273,9 @@ def _table(exp, rows, intervals, selection_best, complete) -> pd.DataFrame:
                 diff = intervals[f"{prefix}|{c}|diff"]
                 record.update({f"{c}_diff": diff.value, f"{c}_diff_low": diff.low, f"{c}_diff_high": diff.high})
             if rule == BEST and dataset != AVERAGE:
-                chosen = selection_best[(selection_best["dataset"] == dataset) & (selection_best["method"] == method)]
-                if len(chosen) and c in chosen.columns:
-                    record[f"{c}_selection"] = float(chosen.iloc[0][c])
+                picked = selection_best[(selection_best["dataset"] == dataset) & (selection_best["method"] == method)]
+                if len(picked) and c in picked.columns:
+                    record[f"{c}_selection"] = float(picked.iloc[0][c])
                     record[f"{c}_gap"] = interval.value - record[f"{c}_selection"]
             for baseline in BASELINES:
                 diff = intervals.get(f"{prefix}|{c}|diff_vs_{baseline}")
@@ -308,18 +325,20 @@ def _gain(row, column: str, baseline: str) -> str:
 
 
 def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
-    """A pipe table: each row's value [interval] per metric, DoG's relative improvement over CFG and over fine-tune
-    only [interval] (* = the paired difference's interval excludes 0), and for best-w rows the selection score."""
+    """A pipe table: each row's value [interval] per metric, each method's relative improvement over CFG and over
+    fine-tune only [interval] (* = the paired difference's interval excludes 0), and for best-w rows the selection
+    score."""
     if metrics is None:
         metrics = [c for c in COLUMN_ORDER if c in board.columns]
     frechet = [m for m in metrics if COLUMNS[m].frechet]
     header = ["dataset", "method", "rule", "w"] + list(metrics) + \
-        [f"DoG vs {b} ({m})" for m in frechet for b in BASELINES] + [f"{m} on selection seeds" for m in frechet[:1]]
+        [f"vs {b} ({m})" for m in frechet for b in BASELINES] + [f"{m} on selection seeds" for m in frechet[:1]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
     for _, row in board.iterrows():
-        w = row.get("w")
-        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]),
-                 "" if w is None or not np.isfinite(w) else f"{w:g}"]
+        w, params = row.get("w"), row.get("params")
+        setting = " ".join(x for x in ("" if w is None or not np.isfinite(w) else f"{w:g}",
+                                       params if isinstance(params, str) else "") if x)
+        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]), setting]
         if row["rule"] == "seed noise":
             cells += [f"diff {_cell(m, row, '_diff')}" for m in metrics]
         else:
@@ -334,9 +353,10 @@ def describe(exp: Experiment, board: pd.DataFrame) -> str:
     """The header sentence of leaderboard.md: how w was chosen and what the numbers are."""
     n_sel = exp.selection_num_samples()
     level = f"{exp.report.level:.0%}"
-    return (f"w chosen per method by the best mean {exp.evaluation.select_by} on selection seeds "
-            f"{exp.selection.seeds} ({n_sel} images each, w in {exp.w_values()}); every number is from fresh samples "
+    return (f"Each method's parameters chosen by the best mean {exp.evaluation.select_by} on selection seeds "
+            f"{exp.selection.seeds} ({n_sel} images each; w in {exp.w_values()} unless a method lists its own grid); "
+            f"every number is from fresh samples "
             f"on report seeds {exp.report.seeds} ({exp.sampling.num_samples} images each): the mean over report "
             f"seeds with its {level} bootstrap interval ({exp.report.bootstrap} resamples of sample indices, "
-            f"reference statistics fixed). DoG's differences are paired (same noise and labels per index); * marks "
+            f"reference statistics fixed). Differences are paired (same noise and labels per index); * marks "
             f"a difference whose {level} interval excludes 0. Fixed-w rows: {exp.report.fixed_w or 'none'}.")

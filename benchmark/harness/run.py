@@ -17,13 +17,16 @@ import numpy as np
 from PIL import Image
 
 from benchmark.devices import default_device
-from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.guidance import PRETRAINED
+from benchmark.harness.experiment import Experiment
+from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
-from benchmark.harness.leaderboard import build_leaderboard, describe, noise_seeds, report_plan, to_markdown, write_leaderboard
+from benchmark.harness.leaderboard import (UNGUIDED_SPEC, build_leaderboard, describe, noise_seeds, report_plan,
+                                           to_markdown, write_leaderboard)
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
-from benchmark.harness.selection import chosen_w
+from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
 from benchmark.harness.stages import (DatasetContext, log, real_control_split, stage_evaluate, stage_finetune,
                                       stage_latents, stage_prepare, stage_real_control, stage_sample)
@@ -43,30 +46,50 @@ def feature_description(metrics_result: dict) -> tuple[str, str]:
     return "; ".join(nets), "; ".join(preps)
 
 
-def run_row(ctx: DatasetContext, spec: RunSpec, result: dict, num_samples: int, phase: str,
-            sample_dir: Path) -> dict:
+def run_row(ctx: DatasetContext, run: Optional[RunSpec], result: dict, num_samples: int, phase: str,
+            sample_dir: Path, seed: Optional[int] = None) -> dict:
+    """A runs.csv row of a sample set (``run``), or of the real-data control (``run`` None, its ``seed``)."""
     nets, prep = feature_description(result)
+    real = run is None
     return {
-        "dataset": spec.dataset, "phase": phase, "method": spec.method, "w": spec.w, "seed": spec.seed,
+        "dataset": ctx.dataset, "phase": phase, "method": "real" if real else run.method,
+        "w": float("nan") if real else run.w, "params": "" if real else run.params,
+        "seed": seed if real else run.seed,
         **result["metrics"],
         "num_samples": num_samples,
-        "sampling_steps": ctx.exp.sampling.steps if spec.method != "real" else None,
-        "finetuned_sha256": cached_file_sha256(ctx.finetuned_path) if spec.method != "real" else "",
-        "pretrained_sha256": ctx.pretrained_sha256() if spec.method == "dog" else "",
+        "sampling_steps": None if real else ctx.exp.sampling.steps,
+        "finetuned_sha256": "" if real else cached_file_sha256(ctx.finetuned_path),
+        "pretrained_sha256": ctx.pretrained_sha256() if not real and PRETRAINED in run.spec.models() else "",
         "feature_networks": nets,
         "preprocessing": prep,
         "experiment": ctx.exp.name,
         # the evaluate stage's hash: what made this row (a changed description or W&B mode does not orphan it)
-        "config_hash": row_hash(ctx.exp, spec.dataset, phase, spec.method, spec.w, spec.seed, num_samples),
+        "config_hash": real_hash(ctx.exp, ctx.dataset, seed, num_samples) if real
+        else stage_hash(ctx.exp, "evaluate", ctx.dataset, run=run, num_samples=num_samples),
         "sample_dir": str(Path(sample_dir).relative_to(ctx.results_dir)),
         **run_provenance(),
     }
 
 
-def row_hash(exp: Experiment, dataset: str, phase: str, method: str, w: float, seed: int, num_samples: int) -> str:
-    if method == "real":  # the real-data control depends on the evaluation and the data, not on any model
-        return stage_hash(exp, "latents", dataset) + f"-real-{num_samples}-{exp.evaluation.ref_split}-{seed}"
-    return stage_hash(exp, "evaluate", dataset, method=method, w=w, seed=seed, num_samples=num_samples)
+def real_hash(exp: Experiment, dataset: str, seed: int, num_samples: int) -> str:
+    """The real-data control depends on the evaluation and the data, not on any model."""
+    return stage_hash(exp, "latents", dataset) + f"-real-{num_samples}-{exp.evaluation.ref_split}-{seed}"
+
+
+def expected_hashes(exp: Experiment, dataset: str) -> set[str]:
+    """The config hashes of every runs.csv row the experiment's current settings can make for ``dataset``: its
+    selection sets, any grid point or fixed w on the report seeds, the seed-noise set and the real control."""
+    n_sel, n = exp.selection_num_samples(), exp.sampling.num_samples
+    hashes = {stage_hash(exp, "evaluate", dataset, run=r, num_samples=n_sel) for r in exp.selection_runs(dataset)}
+    seeds = sorted(set(exp.report.seeds) | set(noise_seeds(exp)))
+    candidates = {run_spec(dataset, e.key, s, 0) for e in exp.method_entries() for s in exp.grid(e.key)}
+    candidates |= {run_spec(dataset, label, spec, 0) for label, _, spec in report_plan(exp, dataset, {})}
+    for r in candidates:
+        for seed in seeds:
+            hashes.add(stage_hash(exp, "evaluate", dataset, run=run_spec(dataset, r.method, r.spec, seed),
+                                  num_samples=n))
+    hashes |= {real_hash(exp, dataset, exp.report.seeds[0], n)}
+    return hashes
 
 
 def save_sample_grid(folder, path: Path, n: int = GRID_IMAGES) -> Path:
@@ -78,15 +101,15 @@ def report_runs(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[RunSp
     """(sample set, phase) of everything the leaderboard reports: each planned row on every report seed, and the
     extra seed of the seed-noise control when there is only one report seed."""
     specs = []
-    for method, _, w in report_plan(exp, dataset, chosen):
+    for label, _, spec in report_plan(exp, dataset, chosen):
         for seed in exp.report.seeds:
-            spec = (RunSpec(dataset, "none" if w == 1.0 else method, w, seed), "report")
-            if spec not in specs:
-                specs.append(spec)
+            item = (run_spec(dataset, label, spec, seed), "report")
+            if item not in specs:
+                specs.append(item)
     if exp.report.controls:
         a, b = noise_seeds(exp)
         if b not in exp.report.seeds:
-            specs.append((RunSpec(dataset, "none", 1.0, b), "control"))
+            specs.append((run_spec(dataset, UNGUIDED, UNGUIDED_SPEC, b), "control"))
     return specs
 
 
@@ -115,7 +138,7 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         result = stage_evaluate(ctx, spec, folder, n)  # every rank: the features are extracted in shares
         if rank != 0:
             return None, result["metrics"]
-        grid = save_sample_grid(folder, ctx.dir / "grids" / f"{spec.method}-w{spec.w:g}-seed{spec.seed}.png")
+        grid = save_sample_grid(folder, ctx.dir / "grids" / grid_name(spec))
         tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid})
         return run_row(ctx, spec, result, n, phase, folder.root), result["metrics"]
 
@@ -123,18 +146,18 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
     selection = [sample_and_score(spec, exp.selection_num_samples(), "selection") for spec in specs]
     if "evaluate" not in stages:
         return []  # w cannot be chosen without scores: the report sets wait for an evaluated selection
-    scored = [{"dataset": s.dataset, "phase": "selection", "method": s.method, "w": s.w, "seed": s.seed, **metrics}
-              for s, (_, metrics) in zip(specs, selection)]  # every rank makes the same choice
-    chosen = chosen_w(scored, exp.evaluation.select_by, shared_w1=1.0 in exp.w_values())
+    scored = [{"dataset": s.dataset, "phase": "selection", "method": s.method, "w": s.w, "params": s.params,
+               "seed": s.seed, **metrics} for s, (_, metrics) in zip(specs, selection)]  # every rank: the same choice
+    choice = chosen(scored, exp.evaluation.select_by, exp.unguided_methods())
     log(f"{dataset}: chosen on selection seeds {exp.selection.seeds}: "
-        + ", ".join(f"{m} w={w:g}" for (_, m), w in chosen.items()))
+        + ", ".join(f"{m} {setting_text(w, p)}" for (_, m), (w, p) in choice.items()))
     rows = [row for row, _ in selection]
     rows += [sample_and_score(spec, exp.sampling.num_samples, phase)[0]
-             for spec, phase in report_runs(exp, dataset, chosen)]
+             for spec, phase in report_runs(exp, dataset, choice)]
     if exp.report.controls:
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)
-        rows.append(run_row(ctx, RunSpec(dataset, "real", float("nan"), seed), result, n, "control", root))
+        rows.append(run_row(ctx, None, result, n, "control", root, seed=seed))
     return [row for row in rows if row is not None] if rank == 0 else []
 
 
@@ -142,9 +165,16 @@ def current_rows(exp: Experiment, runs):
     """The runs.csv rows made by the experiment's current settings (rows of changed settings stay in the file)."""
     if not len(runs):
         return runs
-    expected = [row_hash(exp, r.dataset, r.phase, r.method, r.w, int(r.seed), int(r.num_samples))
-                if r.dataset in exp.datasets else None for r in runs.itertuples()]
-    return runs[runs["config_hash"].astype(str) == expected]
+    expected = set().union(*(expected_hashes(exp, d) for d in exp.datasets))
+    return runs[runs["config_hash"].astype(str).isin(expected) & runs["dataset"].isin(exp.datasets)]
+
+
+def setting_text(w: float, params: str) -> str:
+    return " ".join(x for x in ("" if w != w else f"w={w:g}", params) if x)
+
+
+def grid_name(run: RunSpec) -> str:
+    return f"{run.spec.slug()}-seed{run.seed}.png"
 
 
 def sample_grid_figures(exp: Experiment, results_dir: Path, board) -> dict:
@@ -155,13 +185,13 @@ def sample_grid_figures(exp: Experiment, results_dir: Path, board) -> dict:
     figures = {}
     for dataset in exp.datasets:
         panels = {}
-        rows = board[(board["dataset"] == dataset) & board["method"].isin(list(names))
-                     & (board["rule"] != "seed noise")] if len(board) else []
-        for _, row in (rows.iterrows() if len(rows) else []):
-            method = "none" if row["w"] == 1.0 else row["method"]
-            grid = results_dir / dataset / "grids" / f"{method}-w{row['w']:g}-seed{seed}.png"
+        best = board[(board["dataset"] == dataset) & (board["rule"] == "best w")] if len(board) else board
+        choice = {(dataset, r.method): (float(r.w), r.params if isinstance(r.params, str) else "")
+                  for r in best.itertuples()} if len(best) else {}
+        for label, rule, spec in report_plan(exp, dataset, choice):
+            grid = results_dir / dataset / "grids" / grid_name(run_spec(dataset, label, spec, seed))
             if grid.exists():
-                panels[f"{names[row['method']]} {row['rule']} (w={row['w']:g})"] = grid
+                panels[f"{names.get(label, label)} {rule} ({spec.describe()})"] = grid
         if panels:
             figures[f"samples_{dataset}"] = compose_sample_grids(
                 panels, results_dir / "plots" / f"samples_{dataset}.png",

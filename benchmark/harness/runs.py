@@ -1,6 +1,8 @@
 """runs.csv: one row per evaluated sample set, with everything needed to trust and reproduce it.
 
-A row is keyed by (dataset, phase, method, w, seed). ``phase`` says what the samples were for: ``selection`` (choose
+A row is keyed by (dataset, phase, method, w, params, seed): ``method`` is the label of an experiment's method
+entry (``none`` for the unguided set), ``w`` its scale (empty for a method without one), ``params`` its other
+parameters as ``name=value`` words (empty for none, cfg and dog). ``phase`` says what the samples were for: ``selection`` (choose
 each method's best w; never reported), ``report`` (the numbers the leaderboard shows, on seeds that share no noise
 with the selection seeds) or ``control`` (the real-data floor and the seed-noise row). Then the metrics, then the
 provenance: sample count, checkpoint hashes, feature networks, library versions, git commit, config hash, time, and
@@ -21,12 +23,13 @@ import torch
 import benchmark
 from benchmark.guidance import W_DECIMALS
 from benchmark.harness.experiment import METHODS
+from benchmark.harness.methods import UNGUIDED
 from benchmark.io import REPO_ROOT, atomic_open, file_lock
 from benchmark.metrics.registry import COLUMN_ORDER as METRICS
 
 PHASES = ("selection", "report", "control")
 CONTROL_METHODS = ("real",)  # a control row that is not a generator: real target images scored like samples
-RUN_KEY = ("dataset", "phase", "method", "w", "seed")
+RUN_KEY = ("dataset", "phase", "method", "w", "params", "seed")
 PROVENANCE_COLUMNS = (
     "num_samples",          # images the metrics were computed on
     "sampling_steps",
@@ -55,23 +58,21 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
         if column not in df.columns:
             df[column] = np.nan
     if len(df):
-        for column in RUN_KEY:
-            lacking = df[column].isna() & ~((column == "w") & df["method"].isin(CONTROL_METHODS))  # real images: no w
+        for column in (c for c in RUN_KEY if c not in ("w", "params")):  # w: none for real images and some methods
+            lacking = df[column].isna()
             if lacking.any():
                 raise ValueError(f"runs rows need {', '.join(RUN_KEY)}; {lacking.sum()} row(s) lack {column!r}")
-        unknown = sorted(set(df["method"]) - set(METHODS) - set(CONTROL_METHODS))
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown} in runs rows; methods are {', '.join(METHODS)}")
         phases = sorted(set(df["phase"]) - set(PHASES))
         if phases:
             raise ValueError(f"unknown phase(s) {phases} in runs rows; phases are {', '.join(PHASES)}")
     df["w"] = df["w"].astype(float).round(W_DECIMALS)
     df["phase"] = df["phase"].astype(str)
+    df["params"] = df["params"].fillna("").astype(str)
     df["seed"] = df["seed"].astype("int64")
     df["dataset"] = df["dataset"].astype(str)
     for column in METRICS:
         df[column] = pd.to_numeric(df[column], errors="coerce")
-    if ((df["method"] == "none") & (df["w"] != 1.0)).any():
+    if ((df["method"] == UNGUIDED) & (df["w"] != 1.0)).any():
         raise ValueError("method 'none' (fine-tune only) rows must have w = 1")
     extras = [c for c in df.columns if c not in RUNS_COLUMNS]
     return df[list(RUNS_COLUMNS) + extras].reset_index(drop=True)
@@ -80,14 +81,16 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
 def _sort(df: pd.DataFrame) -> pd.DataFrame:
     """Datasets in order of first appearance, then phases, then methods none < cfg < dog, then w, then seed."""
     dataset_order = {name: i for i, name in enumerate(dict.fromkeys(df["dataset"]))}
-    method_order = {name: i for i, name in enumerate(METHODS + CONTROL_METHODS)}
+    method_order = {name: i for i, name in enumerate(METHODS + tuple(m for m in dict.fromkeys(df["method"])
+                                                                      if m not in METHODS) + CONTROL_METHODS)}
     keys = pd.DataFrame({
         "d": df["dataset"].map(dataset_order),
         "p": df["phase"].map({p: i for i, p in enumerate(PHASES)}) if "phase" in df.columns else 0,
         "m": df["method"].map(method_order),
         "w": df["w"].fillna(math.inf),
+        "q": df["params"] if "params" in df.columns else "",
     })
-    columns = ["d", "p", "m", "w"]
+    columns = ["d", "p", "m", "w", "q"]
     if "seed" in df.columns:
         keys["s"] = df["seed"]
         columns.append("s")
@@ -105,7 +108,8 @@ def read_runs(path: str | os.PathLike) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"dataset": str, "method": str, "git_commit": str, "config_hash": str,
                                       "finetuned_sha256": str, "pretrained_sha256": str, "phase": str,
-                                      "sample_dir": str})
+                                      "sample_dir": str, "params": str}, keep_default_na=False,
+                         na_values=[""])
     except FileNotFoundError:
         return runs_frame([])
     return runs_frame(df)

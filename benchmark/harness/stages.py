@@ -18,13 +18,16 @@ from benchmark.data import get_dataset
 from benchmark.distributed import barrier, local_world, main_writes, rank_world
 from benchmark.errors import UserError
 from benchmark.data.latents import build_latent_cache, cache_for
-from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.guidance import FINETUNED, PRETRAINED
+from benchmark.harness.experiment import Experiment
+from benchmark.harness.methods import RunSpec, snapshot_steps
 from benchmark.harness.identity import stage_config
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
-from benchmark.sampling import SampleFolder, build_sampler, generate_samples, method_point, sampler_identity
+from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
 from benchmark.training import LaunchSettings, finetune
+from benchmark.training.callbacks import ema_snapshot_path
 
 DONE = "done.json"
 
@@ -130,7 +133,9 @@ def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
         source=ctx.exp.source_checkpoint(),
         dataset=ctx.dataset,
         out_dir=out,
-        settings=ctx.exp.finetune,
+        # the EMA snapshots the methods guide with (autoguidance) are kept while training
+        settings=ctx.exp.finetune.replaced(keep_ema_at=sorted(set(ctx.exp.finetune.keep_ema_at)
+                                                              | set(snapshot_steps(ctx.exp.method_entries())))),
         source_model=ctx.exp.source.model,
         source_num_classes=ctx.exp.source.num_classes,
         image_size=ctx.exp.source.image_size,
@@ -150,12 +155,33 @@ def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
     return ctx.finetuned_path
 
 
-def sample_folder(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
+def guide_paths(ctx: DatasetContext, run: RunSpec) -> dict[str, Path]:
+    """The extra guide checkpoints of a sample set (autoguidance's weak model), by model name: an EMA snapshot of
+    this fine-tune or a file the experiment names."""
+    paths = {}
+    for name in (m for m in run.spec.models() if m not in (FINETUNED, PRETRAINED)):
+        source = ctx.exp.entry(run.method).guides[name]
+        if source.path is not None:
+            path = ctx.exp.resolve(source.path)
+            if not path.is_file():
+                raise UserError(f"method {run.method}: guide {name} checkpoint {path} does not exist; fix guides.{name}.path")
+        else:
+            path = ema_snapshot_path(ctx.finetuned_path.parent, source.step)
+            if not path.is_file():
+                raise UserError(f"method {run.method}: the fine-tune {ctx.finetuned_path.parent} has no EMA snapshot at "
+                                f"step {source.step} (it was trained before that was asked for); delete that folder to "
+                                f"fine-tune again with it, or pick a step it has")
+        paths[name] = path
+    return paths
+
+
+def sample_folder(ctx: DatasetContext, run: RunSpec, num_samples: Optional[int] = None) -> SampleFolder:
     identity = sampler_identity(
-        ctx.exp.sampling, method_point(spec.method, spec.w, ctx.exp.sampling), spec.seed,
-        finetuned_sha256=cached_file_sha256(ctx.finetuned_path),
-        pretrained_sha256=ctx.pretrained_sha256() if spec.method == "dog" else None, autoencoder=ctx.exp.autoencoder)
-    name = f"{identity['method']}-w{identity['w']:g}-seed{spec.seed}-{config_hash(identity, 8)}"
+        ctx.exp.sampling, run.spec, run.seed, finetuned_sha256=cached_file_sha256(ctx.finetuned_path),
+        pretrained_sha256=ctx.pretrained_sha256() if PRETRAINED in run.spec.models() else None,
+        autoencoder=ctx.exp.autoencoder,
+        guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths(ctx, run).items()})
+    name = f"{run.spec.slug()}-seed{run.seed}-{config_hash(identity, 8)}"
     return SampleFolder(ctx.dir / "samples" / name, num_samples or ctx.exp.sampling.num_samples, identity)
 
 
@@ -173,10 +199,11 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
         raise missing(f"{ctx.dataset}: samples {folder.root.name} ({len(folder.missing())} of {folder.num_samples})",
                       "sample")
     s = ctx.exp.sampling
-    pretrained = ctx.model("pretrained") if spec.method == "dog" else None
-    sampler = build_sampler(s, method_point(spec.method, spec.w, s), spec.seed, ctx.model("finetuned"), pretrained,
-                            ctx.autoencoder(), ctx.device)
-    log(f"{ctx.dataset}: sampling {spec.method} w={spec.w:g} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
+    pretrained = ctx.model(PRETRAINED) if PRETRAINED in spec.spec.models() else None
+    guides = {name: load_dit(path) for name, path in guide_paths(ctx, spec).items()}
+    sampler = build_sampler(s, spec.spec, spec.seed, ctx.model(FINETUNED), pretrained, ctx.autoencoder(), ctx.device,
+                            guides)
+    log(f"{ctx.dataset}: sampling {spec.spec.describe()} seed={spec.seed} ({len(folder.missing(rank, world))} images)")
     generate_samples(sampler, folder, s.batch_size, rank, world, progress=ctx.progress)
     with main_writes() as mine:  # every rank's share is on disk before the set is marked complete
         if mine:
@@ -210,7 +237,7 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
     """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
     n = num_samples or ctx.exp.sampling.num_samples
     return _evaluate_cached(ctx, folder.image_paths()[:n], folder.root, folder.config, n,
-                            f"{spec.method} w={spec.w:g} seed={spec.seed}")
+                            f"{spec.spec.describe()} seed={spec.seed}")
 
 
 REAL_SPLITS = {"train": "test", "test": "train", "all": "all"}  # reference split -> where the real control comes from

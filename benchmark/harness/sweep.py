@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import socket
 import time
 from pathlib import Path
@@ -27,19 +28,34 @@ import optuna
 import pandas as pd
 
 from benchmark.guidance import W_DECIMALS
-from benchmark.harness.experiment import Experiment, RunSpec
+from benchmark.errors import ConfigError, did_you_mean
+from benchmark.guidance import INTERVAL, MethodSpec, resolve_method
+from benchmark.harness.experiment import Experiment
+from benchmark.harness.methods import MethodEntry, has_scale_w, run_spec
 from benchmark.harness.leaderboard import build_leaderboard, describe, to_markdown, write_leaderboard
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.run import report_runs, run_row
 from benchmark.harness.runs import read_runs, update_runs
-from benchmark.harness.selection import chosen_w
+from benchmark.harness.selection import chosen
 from benchmark.harness.stages import (DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare,
                                       stage_real_control, stage_sample)
 from benchmark.io import atomic_open, atomic_write_text, file_lock
 from benchmark.metrics.registry import columns_of, lower_is_better
 
-SWEEP_METHODS = ("cfg", "dog")
-W_STEP = 0.01  # w is searched on a 0.01 grid: finer differences are far below the metrics' noise
+W_STEP = 0.01  # parameters are searched on a 0.01 grid: finer differences are far below the metrics' noise
+
+
+def search_space(exp: Experiment, label: str) -> dict[str, tuple[float, float]]:
+    """Parameter -> (low, high) searched for one method: the span of its grid's values (w: sweep.w_range when set,
+    else the span of the experiment's w grid). A method with no parameter to search is a one-line error."""
+    entry = exp.entry(label)
+    space = {name: (min(values), max(values)) for name, values in entry.grid.items()}
+    if not space and has_scale_w(entry) and "w" not in entry.params:
+        space = {"w": exp.sweep_w_range()}
+    if not space:
+        raise ConfigError(f"method {label} has no parameter to search; give it a grid, e.g. "
+                          f"{{name: {entry.name}, grid: {{w: [1.0, 3.0]}}}}")
+    return space
 
 
 def metric_direction(metric: str) -> str:
@@ -87,7 +103,8 @@ def with_retries(make, attempts: int = 5):
 def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
                results_root=None, heartbeat_s: Optional[int] = None, worker: int = 0):
     """The study, created on first use. ``worker`` (0, 1, ...) is mixed into the sampler's seed so that parallel
-    workers propose different w while each stays reproducible. ``heartbeat_s``: default sweep.heartbeat_s."""
+    workers propose different points while each stays reproducible. ``heartbeat_s``: default sweep.heartbeat_s.
+    TPE is multivariate, so a 2-D space such as cfg+dog's (w_cfg, w_dog) is modelled jointly."""
     url = storage_url or exp.sweep_storage(results_root)
     heartbeat_s = heartbeat_s or exp.sweep.heartbeat_s
     if url.startswith("sqlite:///"):
@@ -98,10 +115,10 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
     seed = exp.sweep.seed + 1000 * worker
     sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=exp.sweep.seed),  # one shared sequence: workers take turns
-        "grid": lambda: optuna.samplers.GridSampler({"w": exp.w_values()}, seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(grid_space(exp, method), seed=seed),
     }[exp.sweep.sampler]()
     return with_retries(lambda: optuna.create_study(
         study_name=study_name(exp, dataset, method, metric), storage=storage, sampler=sampler,
@@ -110,7 +127,8 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
 
 def study_dir(exp: Experiment, dataset: str, method: str, metric: str, results_root=None) -> Path:
     """A study's own folder: its runs table, leaderboard and PROTOCOL.md never mix with the grid's."""
-    return exp.results_dir(results_root) / "sweeps" / f"{dataset}-{method}-{metric}"
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", method)
+    return exp.results_dir(results_root) / "sweeps" / f"{dataset}-{slug}-{metric}"
 
 
 def dashboard_hint(url: str) -> str:
@@ -125,8 +143,12 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
 
     ``more_trials``: run this many more trials (Optuna's n_trials); ``total_trials``: run until the study holds
     this many finished trials (default: sweep.trials). Several workers on one storage share the study."""
-    if method not in SWEEP_METHODS:
-        raise ValueError(f"--method {method!r} has no w to search; choose cfg or dog")
+    labels = [e.key for e in exp.method_entries()]
+    if method not in labels:
+        raise ConfigError(f"--method {method!r} is not one of the experiment's methods{did_you_mean(method, labels)} "
+                          f"({', '.join(labels)})")
+    space = search_space(exp, method)
+    entry = exp.entry(method)
     columns = columns_of(exp.evaluation.metrics)
     if metric not in columns:
         raise ValueError(f"--metric {metric!r} is not produced by evaluation.metrics={exp.evaluation.metrics}; "
@@ -141,20 +163,20 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
     study.pruner = CannotWinPruner(margin=prune_margin)
     full = exp.selection_num_samples()
     low = min(exp.sweep_num_samples(), full)
-    lo, hi = exp.sweep_w_range()
     seed = exp.selection.seeds[0]
     log(f"study {study.study_name} in {url}; watch it with: {dashboard_hint(url)}")
 
     def objective(trial):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, e.g. to find a dead one
-        w = round(trial.suggest_float("w", lo, hi, step=W_STEP), W_DECIMALS)
-        spec = RunSpec(dataset, method if w != 1.0 else "none", w, seed)
+        values = {name: round(trial.suggest_float(name, lo, hi, step=W_STEP), W_DECIMALS)
+                  for name, (lo, hi) in space.items()}
+        spec = run_spec(dataset, method, point(exp, entry, values), seed)
         folder = stage_sample(ctx, spec, low)
         value = stage_evaluate(ctx, spec, folder, low)["metrics"][metric]
         trial.report(value, low)
         if low < full:
             if trial.should_prune():
-                raise optuna.TrialPruned(f"w={w}: {metric}={value:.3f} on {low} images cannot win")
+                raise optuna.TrialPruned(f"{spec.spec.describe()}: {metric}={value:.3f} on {low} images cannot win")
             folder = stage_sample(ctx, spec, full)
         result = stage_evaluate(ctx, spec, folder, full)
         row = run_row(ctx, spec, result, full, "selection", folder.root)
@@ -173,16 +195,17 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
     else:
         more, callbacks = more_trials, []
     if more > 0:
-        log(f"study {study.study_name}: {more} more trial(s), w in [{lo}, {hi}] on a {W_STEP} grid, "
+        ranges = ", ".join(f"{name} in [{lo:g}, {hi:g}]" for name, (lo, hi) in space.items())
+        log(f"study {study.study_name}: {more} more trial(s), {ranges} on a {W_STEP} grid, "
             f"{low} -> {full} images on selection seed {seed}")
         study.optimize(objective, n_trials=more, callbacks=callbacks)
     settle_trials(study, objective, exp.sweep.heartbeat_s)
     summary = sweep_summary(study, dataset, method, metric)
     write_sweep_summary(out.parent / "summary.csv", summary)
-    if summary["best_w"] is None:
+    if summary["best_value"] is None:
         return summary
-    log(f"study {study.study_name}: best w={summary['best_w']:g} ({metric}={summary['best_value']:.4g} on selection "
-        f"seed {seed}); re-scoring it on report seeds {exp.report.seeds}")
+    log(f"study {study.study_name}: best {summary['best_params']} ({metric}={summary['best_value']:.4g} on "
+        f"selection seed {seed}); re-scoring it on report seeds {exp.report.seeds}")
     summary["leaderboard"] = rescore_best(exp, ctx, study, method, metric, out)
     return summary
 
@@ -209,12 +232,30 @@ def settle_trials(study, objective, heartbeat_s: int) -> None:
             return
 
 
-def sweep_experiment(exp: Experiment, method: str, metric: str, trial_ws: list[float]) -> Experiment:
-    """The experiment as the study saw it: fine-tune only and the searched method, w from the trials, selected
-    by the study's metric."""
-    study_exp = exp.replaced(methods=["none", method], w_grid=sorted(set(trial_ws) | {1.0}),
-                             evaluation={**exp.evaluation.to_dict(), "select_by": metric}, report={
-                                 **exp.report.to_dict(), "fixed_w": []})
+def point(exp: Experiment, entry: MethodEntry, values: dict) -> MethodSpec:
+    """The spec of one trial: the method's fixed parameters, the experiment's interval, the trial's values."""
+    base = dict(entry.params)
+    if entry.method().guides and INTERVAL not in base:
+        base[INTERVAL] = exp.sampling.guidance_interval
+    return resolve_method(entry.name, {**base, **values})
+
+
+def grid_space(exp: Experiment, label: str) -> dict[str, list[float]]:
+    """The grid sampler's space: the method's grid (w: the experiment's w_grid)."""
+    entry = exp.entry(label)
+    return dict(entry.grid) or {"w": exp.w_values()}
+
+
+def sweep_experiment(exp: Experiment, method: str, metric: str, trial_points: list[dict]) -> Experiment:
+    """The experiment as the study saw it: fine-tune only and the searched method with the trials' values as its
+    grid, selected by the study's metric."""
+    entry = exp.entry(method)
+    names = sorted({name for p in trial_points for name in p})
+    grid = {name: sorted({p[name] for p in trial_points}) for name in names}
+    searched = entry.model_copy(update={"grid": grid, "label": entry.key})
+    study_exp = exp.replaced(methods=["none", searched.to_dict()],
+                             evaluation={**exp.evaluation.to_dict(), "select_by": metric},
+                             report={**exp.report.to_dict(), "fixed_w": []})
     study_exp._path = exp.path
     return study_exp
 
@@ -223,12 +264,13 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
     """Sample the study's best w (and fine-tune only) on the report seeds, score them, and write the study's
     leaderboard (report seeds only, with intervals), its runs.csv and PROTOCOL.md into ``out``."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    study_exp = sweep_experiment(exp, method, metric, [round(t.params["w"], W_DECIMALS) for t in trials])
+    study_exp = sweep_experiment(exp, method, metric,
+                                 [{k: round(v, W_DECIMALS) for k, v in t.params.items()} for t in trials])
     runs = read_runs(out / "runs.csv")
     selection = runs[(runs["phase"] == "selection") & (runs["dataset"] == ctx.dataset)]
-    chosen = chosen_w(selection, metric, shared_w1=True)
+    choice = chosen(selection, metric, study_exp.unguided_methods())
     rows = []
-    for spec, phase in report_runs(study_exp, ctx.dataset, chosen):
+    for spec, phase in report_runs(study_exp, ctx.dataset, choice):
         folder = stage_sample(ctx, spec, exp.sampling.num_samples)
         result = stage_evaluate(ctx, spec, folder, exp.sampling.num_samples)
         rows.append({**run_row(ctx, spec, result, exp.sampling.num_samples, phase, folder.root),
@@ -236,8 +278,7 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
     if exp.report.controls:
         n = exp.sampling.num_samples
         result, root = stage_real_control(ctx, n, exp.report.seeds[0])
-        rows.append(run_row(ctx, RunSpec(ctx.dataset, "real", float("nan"), exp.report.seeds[0]), result, n,
-                            "control", root))
+        rows.append(run_row(ctx, None, result, n, "control", root, seed=exp.report.seeds[0]))
     runs = update_runs(out / "runs.csv", rows)
     board = build_leaderboard(study_exp, runs[runs["dataset"] == ctx.dataset], ctx.results_dir, ctx.cache_root)
     write_leaderboard(board, out / "leaderboard.csv")
@@ -252,11 +293,13 @@ def sweep_summary(study, dataset: str, method: str, metric: str) -> dict:
     states = [t.state for t in study.get_trials(deepcopy=False)]
     try:
         best = study.best_trial
-        best_w, best_value = best.params["w"], best.value
+        best_params = {k: round(v, W_DECIMALS) for k, v in best.params.items()}
+        best_value = best.value
     except ValueError:  # no finished trial yet
-        best_w = best_value = None
+        best_params, best_value = {}, None
     return {"study": study.study_name, "dataset": dataset, "method": method, "metric": metric,
-            "best_w": None if best_w is None else round(best_w, W_DECIMALS), "best_value": best_value,
+            "best_w": best_params.get("w"), "best_params": " ".join(f"{k}={v:g}" for k, v in best_params.items()),
+            "best_value": best_value,
             "n_complete": states.count(optuna.trial.TrialState.COMPLETE),
             "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
             "n_failed": states.count(optuna.trial.TrialState.FAIL)}
