@@ -28,8 +28,9 @@ from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
-from benchmark.harness.stages import (DatasetContext, log, real_control_split, stage_evaluate, stage_finetune,
-                                      stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.claims import share
+from benchmark.harness.stages import (DatasetContext, claimed, log, real_control_split, sample_folder, stage_evaluate,
+                                      stage_finetune, stage_latents, stage_prepare, stage_real_control, stage_sample)
 from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.io import atomic_write_text, cached_file_sha256
 
@@ -130,8 +131,14 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         return []
     rank, _ = rank_world()
 
-    def sample_and_score(spec: RunSpec, n: int, phase: str) -> tuple[Optional[dict], dict]:
-        """(runs.csv row on rank 0 else None, the metrics: on every rank)."""
+    def sample_and_score(spec: RunSpec, n: int, phase: str) -> Optional[tuple[Optional[dict], dict]]:
+        """(runs.csv row on rank 0 else None, the metrics: on every rank); None when another process holds the
+        set (``share`` comes back to it)."""
+        with claimed(sample_folder(ctx, spec, n).root, f"samples {spec.spec.describe()} seed {spec.seed}",
+                     wait=False) as mine:
+            return score(spec, n, phase) if mine else None
+
+    def score(spec: RunSpec, n: int, phase: str) -> tuple[Optional[dict], dict]:
         folder = stage_sample(ctx, spec, n, run="sample" in stages)
         if "evaluate" not in stages:
             return None, {}
@@ -143,7 +150,8 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         return run_row(ctx, spec, result, n, phase, folder.root), result["metrics"]
 
     specs = exp.selection_runs(dataset)
-    selection = [sample_and_score(spec, exp.selection_num_samples(), "selection") for spec in specs]
+    # several `dogbench run` processes on this folder: each takes the sets nobody holds, then waits for the rest
+    selection = share(specs, lambda spec: sample_and_score(spec, exp.selection_num_samples(), "selection"))
     if "evaluate" not in stages:
         return []  # w cannot be chosen without scores: the report sets wait for an evaluated selection
     scored = [{"dataset": s.dataset, "phase": "selection", "method": s.method, "w": s.w, "params": s.params,
@@ -152,8 +160,8 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
     log(f"{dataset}: chosen on selection seeds {exp.selection.seeds}: "
         + ", ".join(f"{m} {setting_text(w, p)}" for (_, m), (w, p) in choice.items()))
     rows = [row for row, _ in selection]
-    rows += [sample_and_score(spec, exp.sampling.num_samples, phase)[0]
-             for spec, phase in report_runs(exp, dataset, choice)]
+    rows += [row for row, _ in share(report_runs(exp, dataset, choice),
+                                     lambda item: sample_and_score(item[0], exp.sampling.num_samples, item[1]))]
     if exp.report.controls:
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)

@@ -7,6 +7,7 @@ config's hash, so nothing finished is overwritten).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from benchmark.claims import claim
 from benchmark.data import get_dataset
 from benchmark.distributed import barrier, local_world, main_writes, rank_world
 from benchmark.errors import UserError
@@ -93,6 +95,12 @@ def stage_prepare(ctx: DatasetContext) -> int:
     return train.num_classes
 
 
+def claimed(unit: Path, what: str, wait: bool = True):
+    """The claim on a unit of work for this process (benchmark.claims), so that several ``dogbench run`` processes on
+    one results folder share the work. Ranks of one torchrun job work together: they take no claims."""
+    return claim(unit, what, wait=wait) if rank_world()[1] == 1 else contextlib.nullcontext(True)
+
+
 def missing(what: str, stage: str) -> UserError:
     return UserError(f"{what} is missing; add '{stage}' to --stages (or pass --until with a later stage)")
 
@@ -103,13 +111,14 @@ def stage_latents(ctx: DatasetContext, run: bool = True) -> Optional[Path]:
     if ctx.exp.autoencoder == "identity":
         return None
     images = get_dataset(ctx.dataset, split=ctx.exp.finetune.split, root=ctx.exp.data_dir())
+    cache = cache_for(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents")
     if not run:
-        cache = cache_for(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents")
         if not cache.complete:
             raise missing(f"{ctx.dataset}: the latent cache {cache.root}", "latents")
         return cache.root
-    return build_latent_cache(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents",
-                              num_workers=ctx.exp.finetune.num_workers, device=ctx.device, progress=ctx.progress)
+    with claimed(cache.root, f"the latent cache of {ctx.dataset}"):
+        return build_latent_cache(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents",
+                                  num_workers=ctx.exp.finetune.num_workers, device=ctx.device, progress=ctx.progress)
 
 
 def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
@@ -124,6 +133,15 @@ def stage_finetune(ctx: DatasetContext, run: bool = True) -> Path:
         return ctx.finetuned_path
     if not run:
         raise missing(f"{ctx.dataset}: the fine-tune {out}", "finetune")
+    with claimed(out, f"the fine-tune of {ctx.dataset}"):  # another process may be training it: wait for it
+        done = read_json(out / DONE)
+        if done and (out / done["ema"]).exists():
+            ctx.finetuned_path = out / done["ema"]
+            return ctx.finetuned_path
+        return _finetune(ctx, out)
+
+
+def _finetune(ctx: DatasetContext, out: Path) -> Path:
     log(f"{ctx.dataset}: fine-tuning {ctx.exp.source.checkpoint} for {ctx.exp.finetune.steps} steps -> {out}")
     _, world = rank_world()
     # one process: one device; under torchrun every process trains, in the process group it already joined
@@ -263,4 +281,5 @@ def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tupl
                 "num_samples": num_samples}
     root = ctx.dir / "controls" / f"real-{split}-seed{seed}-{config_hash(identity, 8)}"
     root.mkdir(parents=True, exist_ok=True)
-    return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)"), root
+    with claimed(root, f"the real-data control of {ctx.dataset}"):
+        return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)"), root

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.distributed import main_writes
+from benchmark.claims import claim
+from benchmark.distributed import main_writes, rank_world
 from benchmark.io import atomic_open, config_hash, results_root
 from benchmark.metrics.features import FeatureNetwork, ImageSource, feature_statistics
 from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
@@ -88,7 +89,19 @@ def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_s
     cached = _load(path, protocol)
     if cached is not None:
         return cached
+    if rank_world()[1] == 1:  # one process: another `dogbench` process may be computing these already
+        with claim(path, f"reference statistics {path.name}", wait=True):
+            cached = _load(path, protocol)
+            if cached is not None:
+                return cached
+            return _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images,
+                            prdc_points, progress)
+    return _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images, prdc_points,
+                    progress)
 
+
+def _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images, prdc_points,
+             progress) -> ReferenceStats:
     source = ImageSource(dataset, subset_indices(len(dataset), max_images))
     stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
                                progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
