@@ -116,8 +116,10 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         if rank != 0:
             return None, result["metrics"]
         grid = save_sample_grid(folder, ctx.dir / "grids" / f"{spec.method}-w{spec.w:g}-seed{spec.seed}.png")
-        tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid})
-        return run_row(ctx, spec, result, n, phase, folder.root), result["metrics"]
+        row = run_row(ctx, spec, result, n, phase, folder.root)
+        tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid},
+                        phase=phase, num_samples=n, stage_hash=row["config_hash"])
+        return row, result["metrics"]
 
     specs = exp.selection_runs(dataset)
     selection = [sample_and_score(spec, exp.selection_num_samples(), "selection") for spec in specs]
