@@ -112,6 +112,7 @@ def test_wandb_failure_is_one_warning_line(no_credentials, tmp_path, monkeypatch
 def test_run_names():
     assert tracking.run_name("cub100-32", "dog", 1.5) == "cub100-32-dog-w1.5"
     assert tracking.run_name("cub100-32", "none", 1.0, seed=2) == "cub100-32-none-w1-s2"
+    assert tracking.run_name("cub100-32", "real", float("nan"), seed=1) == "cub100-32-real-s1"  # no w
     assert wandb_mode.tag("w", 1.5) == "w:1.5" and wandb_mode.tag("w", 2.0) == "w:2" and wandb_mode.tag("seed", 0) == "seed:0"
     assert len(wandb_mode.tag("dataset", "x" * 100)) == 64  # W&B refuses longer tags
 

@@ -57,13 +57,16 @@ def test_an_experiment_is_one_group_with_one_updated_leaderboard_run(tiny_experi
     jobs = [run["job_type"] for run in first]
     assert jobs.count("fine-tune") == 1 and jobs.count("report") == 1
     sample_sets = [run for run in first if run["job_type"] == "evaluate"]
-    assert len(sample_sets) == 5  # 3 selection sets (none, cfg, dog), 1 report set, 1 seed-noise control
+    # 3 selection sets (none, cfg, dog), 1 report set, 2 controls (seed noise, real data)
+    assert len(sample_sets) == 6
     assert {run["config"]["phase"] for run in sample_sets} == {"selection", "report", "control"}
     for run in sample_sets:
         config = run["config"]
-        assert config["seed"] is not None and config["num_samples"] == 6 and len(config["stage_hash"]) == 12
-        assert {f"dataset:folder", f"method:{config['method']}", f"w:{config['w']:g}", f"seed:{config['seed']}",
-                f"phase:{config['phase']}"} <= set(run["tags"])
+        assert config["seed"] is not None and config["num_samples"] == 6 and config["stage_hash"]
+        assert run["history"][0]["fd_effnet"] > 0
+        w = [] if config["method"] == "real" else [f"w:{config['w']:g}"]  # the real images have no w
+        assert {"dataset:folder", f"method:{config['method']}", f"seed:{config['seed']}", f"phase:{config['phase']}",
+                *w} == set(run["tags"])
     assert "wandb sync " + str(results_dir / "wandb") + "/offline-run-*" in capsys.readouterr().err
 
     assert main(command) == 0  # nothing new: only the leaderboard run is updated

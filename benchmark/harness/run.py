@@ -137,6 +137,8 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)
         rows.append(run_row(ctx, RunSpec(dataset, "real", float("nan"), seed), result, n, "control", root))
+        tracker.log_run(dataset, "real", float("nan"), result["metrics"], seed=seed, phase="control", num_samples=n,
+                        stage_hash=rows[-1]["config_hash"])
     return [row for row in rows if row is not None] if rank == 0 else []
 
 

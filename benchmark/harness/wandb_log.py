@@ -45,8 +45,13 @@ NO_W_METHODS = ("real",)  # the real-data control has no w
 
 
 def run_name(dataset: str, method: str, w: float, seed: Optional[int] = None) -> str:
-    name = f"{dataset}-{method}-w{float(w):g}"
+    name = f"{dataset}-{method}" + ("" if _no_w(w) else f"-w{float(w):g}")
     return name if seed is None else f"{name}-s{seed}"
+
+
+def _no_w(w) -> bool:
+    """True for the w of a sample set that has none (the real-data control's NaN)."""
+    return w is None or bool(np.isnan(float(w)))
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
@@ -195,12 +200,13 @@ class WandbTracker(NullTracker):
 
     def log_run(self, dataset, method, w, metrics, seed=None, config=None, images=None, *, phase=None,
                 num_samples=None, stage_hash=None) -> None:
-        """One evaluated sample set: its metrics, sample grid PNGs ({label: path}) and a one-row ``sample_set``
+        """One evaluated sample set (the real-data control's images too, with w NaN): its metrics, sample grid PNGs ({label: path}) and a one-row ``sample_set``
         table. ``phase`` (selection, report, control), ``num_samples`` and ``stage_hash`` (the evaluate stage's
         identity hash, runs.csv's config_hash) go into the config; the stage hash also names the W&B run, so a
         rerun updates it. ``config`` adds further settings."""
         name = run_name(dataset, method, w, seed)
-        point = {"experiment": self.experiment, "dataset": dataset, "method": method, "w": float(w), "seed": seed,
+        point = {"experiment": self.experiment, "dataset": dataset, "method": method,
+                 "w": None if _no_w(w) else float(w), "seed": seed,
                  "phase": phase, "num_samples": num_samples, "stage_hash": stage_hash, **dict(config or {})}
         numbers = _numbers(metrics)
         images = {label: Path(path) for label, path in (images or {}).items()}
@@ -219,7 +225,7 @@ class WandbTracker(NullTracker):
             return config_hash({"project": [self.project, self.entity], "config": point, "metrics": numbers,
                                 "images": {label: file_sha256(path) for label, path in images.items()}})
 
-        tags = [tag("dataset", dataset), tag("method", method), tag("w", float(w))]
+        tags = [tag("dataset", dataset), tag("method", method)] + ([] if _no_w(w) else [tag("w", float(w))])
         tags += [tag("seed", seed)] if seed is not None else []
         tags += [tag("phase", phase)] if phase else []
         self._log(name, data, ("evaluate", stage_hash or [name, self._config_hash]), digest, name=name,
