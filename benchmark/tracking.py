@@ -1,6 +1,9 @@
 """Weights & Biases settings and the choice of mode, shared by training (its loss curves) and the harness (its
 sample sets and leaderboard). W&B is a record, never a requirement: a failure is one warning line.
 
+``WandbRun`` says where a training run's W&B run is filed when a caller files it with others: the harness puts the
+fine-tune beside the experiment's other W&B runs (``results/<exp>/wandb/``), in the experiment's group.
+
 Mode ``auto`` logs online when credentials exist ($WANDB_API_KEY, or the netrc entry that ``wandb login`` writes)
 and offline otherwise; $WANDB_MODE, when set, decides instead.
 """
@@ -9,12 +12,15 @@ from __future__ import annotations
 import netrc
 import os
 import sys
-from typing import Literal, Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
 from urllib.parse import urlparse
 
 from benchmark.settings import Settings
 
 MODES = ("online", "offline", "disabled")
+TAG_LENGTH = 64  # W&B refuses longer tags
 
 
 class WandbSettings(Settings):
@@ -31,6 +37,31 @@ class WandbSettings(Settings):
 
     def resolved_mode(self) -> str:
         return resolve_mode(self.mode, self.enabled)
+
+
+@dataclass(frozen=True)
+class WandbRun:
+    """Where and under what a W&B run is filed; None/empty leaves the choice to the code that starts the run."""
+
+    directory: Optional[Path] = None
+    """wandb.init(dir=...): the run's files go to <directory>/wandb/"""
+    group: Optional[str] = None
+    """W&B group (the harness: the experiment's name)"""
+    job_type: Optional[str] = None
+    """W&B job type (fine-tune, evaluate, report)"""
+    name: Optional[str] = None
+    """display name"""
+    tags: tuple[str, ...] = ()
+    """extra tags, e.g. from ``tag("dataset", name)``"""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """merged into the run's config (e.g. the experiment's name and the stage's identity hash)"""
+
+
+def tag(key: str, value: Any) -> str:
+    """A ``key:value`` tag (e.g. ``method:dog``, ``w:1.5``); numbers in their shortest form, cut to W&B's limit."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return f"{key}:{value}"[:TAG_LENGTH]
 
 
 def has_wandb_credentials() -> bool:

@@ -31,9 +31,9 @@ def test_yaml_settings_arrive_where_they_are_used(tiny_experiment, monkeypatch):
         seen["train"] = (settings, kwargs)
         return real_train(model, dataset, out_dir, settings, **kwargs)
 
-    def spy_loggers(out_dir, run_id, config, wandb):
+    def spy_loggers(out_dir, run_id, config, wandb, **kwargs):
         seen["wandb"] = wandb
-        return real_loggers(out_dir, run_id, config, wandb)
+        return real_loggers(out_dir, run_id, config, wandb, **kwargs)
 
     def spy_build(settings, method, seed, *args):
         sampler = real_build(settings, method, seed, *args)

@@ -11,6 +11,7 @@ from benchmark.harness import wandb_log as tracking
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.protocol import protocol_table
 from benchmark.harness.runs import runs_frame
+from wandb_records import read_runs
 
 
 @pytest.fixture
@@ -111,6 +112,9 @@ def test_wandb_failure_is_one_warning_line(no_credentials, tmp_path, monkeypatch
 def test_run_names():
     assert tracking.run_name("cub100-32", "dog", 1.5) == "cub100-32-dog-w1.5"
     assert tracking.run_name("cub100-32", "none", 1.0, seed=2) == "cub100-32-none-w1-s2"
+    assert tracking.run_name("cub100-32", "real", float("nan"), seed=1) == "cub100-32-real-s1"  # no w
+    assert wandb_mode.tag("w", 1.5) == "w:1.5" and wandb_mode.tag("w", 2.0) == "w:2" and wandb_mode.tag("seed", 0) == "seed:0"
+    assert len(wandb_mode.tag("dataset", "x" * 100)) == 64  # W&B refuses longer tags
 
 
 def test_tables_get_one_type_per_column():
@@ -127,3 +131,128 @@ def test_tables_get_one_type_per_column():
     import wandb
 
     wandb.Table(dataframe=plain)  # accepted
+
+
+def small_board_and_runs():
+    rows = [
+        {"dataset": "cub100-32", "phase": "selection", "method": "none", "w": 1.0, "seed": 0, "fd_effnet": 10.0},
+        {"dataset": "cub100-32", "phase": "selection", "method": "cfg", "w": 1.5, "seed": 0, "fd_effnet": 9.0},
+        {"dataset": "cub100-32", "phase": "selection", "method": "dog", "w": 1.5, "seed": 0, "fd_effnet": 7.5},
+    ]
+    board = pd.DataFrame([{"dataset": "cub100-32", "method": "dog", "rule": "best w", "w": 1.5, "fd_effnet": 7.5}])
+    return board, runs_frame(rows)
+
+
+def test_runs_are_grouped_tagged_and_fully_configured(no_credentials, tmp_path):
+    exp = load_experiment("default", ["datasets=[cub100-32]", "selection.seeds=[0]", "report.seeds=[1,2]"])
+    grid = plots.save_image_grid(np.zeros((4, 8, 8, 3), np.uint8) + 128, tmp_path / "grid.png")
+    board, runs = small_board_and_runs()
+    with tracking.make_tracker(exp, results_root=tmp_path) as tracker:
+        tracker.log_run("cub100-32", "dog", 1.5, {"fd_effnet": 7.5}, seed=1, images={"grid": grid}, phase="report",
+                        num_samples=500, stage_hash="0123456789ab")
+        tracker.log_summary(board, runs, protocol=protocol_table(exp))
+    assert tracker.enabled
+    sample_set, report = read_runs(tmp_path / "default")
+    assert sample_set["group"] == report["group"] == "default"
+    assert sample_set["job_type"] == "evaluate" and report["job_type"] == "report"
+    assert set(sample_set["tags"]) == {"dataset:cub100-32", "method:dog", "w:1.5", "seed:1", "phase:report"}
+    config = sample_set["config"]
+    assert {k: config[k] for k in ("experiment", "dataset", "method", "w", "seed", "phase", "num_samples",
+                                   "stage_hash")} == {
+        "experiment": "default", "dataset": "cub100-32", "method": "dog", "w": 1.5, "seed": 1, "phase": "report",
+        "num_samples": 500, "stage_hash": "0123456789ab"}
+    assert config["experiment_config"]["sampling"]["steps"] == exp.sampling.steps
+    (row,) = sample_set["history"]
+    assert row["fd_effnet"] == 7.5 and row["samples/grid"]["_type"] == "image-file"
+    assert row["sample_set"]["_type"] == "table-file"
+    (table,) = sample_set["folder"].glob("files/media/table/sample_set_*.table.json")
+    table = json.loads(table.read_text())
+    assert table["columns"] == ["dataset", "phase", "method", "w", "seed", "num_samples", "fd_effnet", "grid"]
+    assert table["data"][0][:7] == ["cub100-32", "report", "dog", 1.5, 1, 500, 7.5]
+    assert {"phase:report", "dataset:cub100-32", "method:dog", "method:cfg"} <= set(report["tags"])
+    assert report["config"]["selection_seeds"] == [0] and report["config"]["report_seeds"] == [1, 2]
+    assert report["config"]["protocol"] and report["config"]["experiment"] == "default"
+    assert report["name"] == "default-leaderboard"
+
+
+def test_a_rerun_updates_the_same_runs(no_credentials, tmp_path, capsys):
+    """Each `dogbench run` makes a new tracker: the leaderboard run and a changed sample set's run are updated
+    (same run id, next step), an unchanged sample set is not logged again. W&B 0.31 offline writes a new
+    offline-run-* folder for each update of a run, so the check is on run ids, not on folders."""
+    exp = load_experiment("default", ["datasets=[cub100-32]"])
+    board, runs = small_board_and_runs()
+    for fd in (8.0, 8.0, 7.0):  # three invocations; the second finds nothing new in the sample set
+        with tracking.make_tracker(exp, results_root=tmp_path) as tracker:
+            tracker.log_run("cub100-32", "cfg", 2.0, {"fd_effnet": fd}, seed=0, phase="selection", num_samples=50,
+                            stage_hash="aaaaaaaaaaaa")
+            tracker.log_run("cub100-32", "dog", 2.0, {"fd_effnet": 6.0}, seed=0, phase="selection", num_samples=50,
+                            stage_hash="bbbbbbbbbbbb")
+            tracker.log_summary(board.assign(fd_effnet=fd), runs)
+        assert tracker.enabled, capsys.readouterr().err
+    written = read_runs(tmp_path / "default")
+    by_id: dict = {}
+    for run in written:
+        by_id.setdefault(run["id"], []).append(run)
+    assert len(by_id) == 3  # one leaderboard run, one run per sample set
+    (report,) = [r for r in by_id.values() if r[0]["job_type"] == "report"]
+    assert [r["history"][0]["_step"] for r in report] == [0, 1, 2]  # three updates, in order
+    assert [r["history"][0]["leaderboard"]["_type"] for r in report] == ["table-file"] * 3
+    (changed,) = [r for r in by_id.values() if r[0]["name"] == "cub100-32-cfg-w2-s0"]
+    assert [(r["history"][0]["_step"], r["history"][0]["fd_effnet"]) for r in changed] == [(0, 8.0), (1, 7.0)]
+    (unchanged,) = [r for r in by_id.values() if r[0]["name"] == "cub100-32-dog-w2-s0"]
+    assert len(unchanged) == 1
+
+    # another results directory is another set of runs
+    with tracking.make_tracker(exp, results_root=tmp_path / "elsewhere") as tracker:
+        tracker.log_summary(board, runs)
+    (other,) = read_runs(tmp_path / "elsewhere" / "default")
+    assert other["id"] not in by_id
+
+
+def test_finish_says_how_to_upload_every_offline_run(no_credentials, tmp_path, capsys):
+    tracker = tracking.WandbTracker("exp", {}, mode="offline", directory=tmp_path)
+    tracker.finish()
+    assert capsys.readouterr().err == ""  # nothing to upload
+    tracker.log_run("a", "cfg", 2.0, {"fid": 1.0}, seed=0)
+    tracker.log_run("a", "dog", 2.0, {"fid": 1.0}, seed=0)
+    tracker.finish()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 offline run folder(s)" in err
+    assert err.strip().endswith(f"wandb sync {tmp_path / 'wandb'}/offline-run-*")
+    for log in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"):  # what `wandb sync` leaves behind
+        (log.parent / f"{log.name}.synced").touch()
+    tracker.finish()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("breakage", ["unwritable state", "missing image"])
+def test_any_failure_is_one_warning_line(no_credentials, tmp_path, capsys, breakage):
+    directory = tmp_path / "results"
+    directory.mkdir()
+    images = None
+    if breakage == "unwritable state":
+        (directory / "wandb").write_text("a file where the W&B folder goes")
+    else:
+        images = {"grid": tmp_path / "gone.png"}
+    tracker = tracking.WandbTracker("exp", {}, mode="offline", directory=directory)
+    tracker.log_run("a", "cfg", 2.0, {"fid": 1.0}, seed=0, images=images)  # must not raise
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "continuing without W&B" in err and not tracker.enabled
+    tracker.log_summary(pd.DataFrame([{"dataset": "a", "fid": 1.0}]))
+    assert capsys.readouterr().err == ""
+
+
+def test_finetune_command_files_its_wandb_run_where_told(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import benchmark.cli.train as train_command
+    from benchmark.cli import main
+    from benchmark.tracking import WandbRun
+
+    calls = []
+    monkeypatch.setattr(train_command, "finetune", lambda *a, **k: calls.append(k))
+    base = ["finetune", "--config", "default", "--dataset", "caltech101-32", "--out", str(tmp_path / "o")]
+    assert main(base) == 0
+    assert main(base + ["--wandb-dir", str(tmp_path / "results" / "default"), "--wandb-group", "default"]) == 0
+    assert calls[0]["wandb_run"] == WandbRun()  # the run's own folder, <out>/wandb
+    assert calls[1]["wandb_run"] == WandbRun(directory=Path(tmp_path / "results" / "default"), group="default")

@@ -6,7 +6,7 @@ from pathlib import Path
 from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.errors import UserError
 from benchmark.harness.loading import find_experiment, load_experiment, read_yaml
-from benchmark.tracking import WandbSettings
+from benchmark.tracking import WandbRun, WandbSettings
 from benchmark.training import LaunchSettings, TrainSettings, finetune, pretrain
 
 
@@ -42,6 +42,10 @@ def configure(p, name: str) -> None:
     p.add_argument("--wandb-mode", default=None, choices=("auto", "online", "offline"),
                    help="W&B mode; auto = online with credentials, else offline into <out>/wandb (default: auto)")
     p.add_argument("--wandb-project", default=None, help="W&B project (default: --config's, else dogbench)")
+    p.add_argument("--wandb-dir", default=None,
+                   help="write the W&B run under DIR/wandb, not <out>/wandb (e.g. results/<exp>, beside the "
+                        "experiment's other runs)")
+    p.add_argument("--wandb-group", default=None, help="W&B group of the run (e.g. the experiment's name)")
     p.add_argument("--export", default=None, help="also copy the EMA export to this path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_finetune if name == "finetune" else run_pretrain)
@@ -78,6 +82,7 @@ def _options(args, extras: dict) -> dict:
         changes["project"] = args.wandb_project
     return dict(data_root=args.data_root or extras.get("data_root"), launch=settings_from_args(LaunchSettings, args),
                 wandb=wandb.replaced(**changes), progress=not args.no_progress, latent_cache_dir=args.cache_dir,
+                wandb_run=WandbRun(directory=Path(args.wandb_dir) if args.wandb_dir else None, group=args.wandb_group),
                 max_images=args.max_images, export_path=args.export)
 
 

@@ -146,8 +146,10 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         if rank != 0:
             return None, result["metrics"]
         grid = save_sample_grid(folder, ctx.dir / "grids" / grid_name(spec))
-        tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid})
-        return run_row(ctx, spec, result, n, phase, folder.root), result["metrics"]
+        row = run_row(ctx, spec, result, n, phase, folder.root)
+        tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid},
+                        phase=phase, num_samples=n, stage_hash=row["config_hash"])
+        return row, result["metrics"]
 
     specs = exp.selection_runs(dataset)
     # several `dogbench run` processes on this folder: each takes the sets nobody holds, then waits for the rest
@@ -166,6 +168,8 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)
         rows.append(run_row(ctx, None, result, n, "control", root, seed=seed))
+        tracker.log_run(dataset, "real", float("nan"), result["metrics"], seed=seed, phase="control", num_samples=n,
+                        stage_hash=rows[-1]["config_hash"])
     return [row for row in rows if row is not None] if rank == 0 else []
 
 

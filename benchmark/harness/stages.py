@@ -24,6 +24,7 @@ from benchmark.guidance import FINETUNED, PRETRAINED
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import RunSpec, snapshot_steps
 from benchmark.harness.identity import stage_config
+from benchmark.harness.wandb_log import finetune_wandb_run
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
@@ -161,6 +162,7 @@ def _finetune(ctx: DatasetContext, out: Path) -> Path:
         data_root=ctx.exp.data_dir(),
         latent_cache_dir=ctx.cache_root / "latents",
         wandb=ctx.exp.tracking.wandb,
+        wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir),
         launch=launch,
         progress=ctx.progress,
     )

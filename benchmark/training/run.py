@@ -7,7 +7,8 @@ Both return the path of the EMA-only export (``<out>/ema.pt``) that ``dogbench s
 
 The run directory (``out``) holds ``run.json`` (what is trained: refuses to resume a different run),
 ``checkpoints/last.ckpt`` (model, EMA, optimizer, step; written atomically every ``checkpoint_every`` steps and at
-the end), ``csv/version_*/metrics.csv``, ``wandb/``, ``ema-step<N>.pt`` for every step N of ``keep_ema_at`` (EMA
+the end), ``csv/version_*/metrics.csv``, ``wandb/`` (unless ``wandb_run`` files the W&B run elsewhere: the harness puts
+it in ``results/<exp>/wandb/``, in the experiment's group), ``ema-step<N>.pt`` for every step N of ``keep_ema_at`` (EMA
 exports like ``ema.pt``, e.g. autoguidance's weak guide) and, when finished, ``ema.pt`` and ``trained.json`` (steps,
 the kept snapshots, throughput). Rerunning the same command resumes from the last checkpoint, or returns at once when the run is
 finished; asking for more steps continues a finished run.
@@ -18,6 +19,7 @@ through ``dogbench finetune`` (or under torchrun), not from inside a longer scri
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -38,7 +40,7 @@ from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
 from benchmark.models.dit import DiTBlock
-from benchmark.tracking import WandbSettings
+from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
                                           ema_snapshot_path, report_past_snapshots)
 from benchmark.training.datamodule import TrainingData
@@ -61,14 +63,20 @@ def _finish_wandb(loggers) -> None:
             logger.finish()
 
 
-def _make_loggers(out_dir: Path, run_id: str, config: dict, wandb: WandbSettings) -> list:
+def _make_loggers(out_dir: Path, run_id: str, config: dict, wandb: WandbSettings, run: WandbRun = WandbRun()) -> list:
+    """The CSV log in ``out_dir`` and, unless W&B is disabled, a W&B run filed as ``run`` says (default: under
+    ``out_dir``, named after it)."""
     loggers = [CSVLogger(str(out_dir), name="csv")]
     mode = wandb.resolved_mode()
     if mode == "disabled":
         return loggers
     try:
-        logger = SafeWandbLogger(save_dir=str(out_dir), project=wandb.project, entity=wandb.entity, name=out_dir.name,
-                                 id=run_id, resume="allow", mode=mode, config=config)
+        directory = Path(run.directory or out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        logger = SafeWandbLogger(save_dir=str(directory), project=wandb.project, entity=wandb.entity,
+                                 name=run.name or out_dir.name, id=run_id, resume="allow", mode=mode,
+                                 config={**config, **run.config}, group=run.group, job_type=run.job_type,
+                                 tags=list(run.tags))
         _ = logger.experiment  # start the run now, so that a failure is a warning here and not an error later
     except Exception as e:  # noqa: BLE001 - a W&B failure is a warning, never a failed run
         warnings.warn(f"W&B could not start ({first_line(e)}); "
@@ -117,10 +125,11 @@ def lightning_trainer(launch: LaunchSettings, precision: str, *, max_steps: int,
 def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSettings, *, kind: str,
           autoencoder: str, resolution: int, metadata: dict, data_root=None, cache_dir=None,
           max_images: Optional[int] = None, launch: LaunchSettings = LaunchSettings(),
-          wandb: WandbSettings = WandbSettings(), progress: bool = True,
+          wandb: WandbSettings = WandbSettings(), wandb_run: Optional[WandbRun] = None, progress: bool = True,
           export_path: Optional[Union[str, Path]] = None) -> Path:
     """Train ``model`` (a DiT whose label table already has the dataset's classes) on ``dataset_name`` into
-    ``out_dir``; resumes, or returns at once when finished. Returns the EMA export's path."""
+    ``out_dir``; resumes, or returns at once when finished. Returns the EMA export's path. ``wandb_run`` files the
+    W&B run (directory, group, job type, name, extra tags and config); by default it goes to ``out_dir/wandb``."""
     out_dir = Path(out_dir)
     ema_path = out_dir / EMA_FILE
     identity = {"kind": kind, "dataset": dataset_name, "autoencoder": str(autoencoder), "resolution": int(resolution),
@@ -166,8 +175,10 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
         atomic_write_json(out_dir / "run.json", {"identity": identity, "settings": settings.to_dict(),
                                                  "metadata": metadata, "wandb_id": run_id})
     # loggers after the Trainer: it knows this process's rank, and W&B starts only on rank 0
-    config = {**identity, "settings": settings.to_dict(), **metadata, "precision": precision}
-    trainer.loggers = _make_loggers(out_dir, run_id, config, wandb) if trainer.is_global_zero else []
+    config = {**identity, "settings": settings.to_dict(), **metadata, "precision": precision, "steps": settings.steps,
+              "seed": settings.seed, "out_dir": str(out_dir)}
+    filed = _filed(wandb_run or WandbRun(), kind, dataset_name, settings.seed)
+    trainer.loggers = _make_loggers(out_dir, run_id, config, wandb, run=filed) if trainer.is_global_zero else []
     last = out_dir / LAST_CHECKPOINT
     # the EMA copy stays in eval mode on purpose (module.py sets this filter too, for spawned processes)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -211,6 +222,13 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
     return ema_path
 
 
+def _filed(run: WandbRun, kind: str, dataset_name: str, seed: int) -> WandbRun:
+    """``run`` with a job type (fine-tune or pretrain unless given) and tags for the dataset, the job and the seed."""
+    job_type = run.job_type or ("fine-tune" if kind == "finetune" else kind)
+    tags = [tag("dataset", dataset_name), tag("phase", job_type), tag("seed", seed), *run.tags]
+    return dataclasses.replace(run, job_type=job_type, tags=tuple(dict.fromkeys(tags)))
+
+
 def _final_state(last: Path) -> tuple[int, dict]:
     """(optimizer steps, EMA weights) of a Lightning checkpoint written by ``train``."""
     checkpoint = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
@@ -245,14 +263,16 @@ def _dataset_classes(dataset_name: str, data_root) -> int:
 def finetune(source: Union[str, Path], dataset: str, out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
              *, data_root=None, autoencoder: str = "sd-vae-ft-ema", source_model: Union[None, str, dict] = None,
              source_num_classes: Optional[int] = None, image_size: Optional[int] = None,
-             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(), progress: bool = True,
-             latent_cache_dir=None, max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
+             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
+             wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
+             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
     """Fine-tune the pre-trained DiT in ``source`` (a path or a release name) on registered dataset ``dataset``: the
     source is re-headed to the dataset's K classes (every weight kept except a fresh label table with a null row K)
     and trained with ``settings`` (default: the paper's protocol).
     ``source_model`` (a DiT name or a dict of DiT arguments), ``source_num_classes`` and ``image_size`` describe the
     source when the file does not (the released DiT-XL-2-256x256.pt: "DiT-XL/2", 1000, 256); otherwise the file's
-    own config (or its shapes) decide. Returns ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
+    own config (or its shapes) decide. ``wandb_run`` files the W&B run elsewhere than ``<out_dir>/wandb`` (see
+    ``train``). Returns ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
     settings = TrainSettings.parse(settings, "finetune")
     downsample, channels = _autoencoder_geometry(autoencoder)
     if image_size is not None and image_size % downsample:
@@ -277,13 +297,14 @@ def finetune(source: Union[str, Path], dataset: str, out_dir: Union[str, Path], 
     del pretrained  # the fine-tune has its own copy; the source's memory (2.7 GB for DiT-XL/2) goes back
     return train(new, dataset, out_dir, settings, kind="finetune", autoencoder=autoencoder, resolution=resolution,
                  metadata=metadata, data_root=data_root, cache_dir=latent_cache_dir, max_images=max_images,
-                 launch=launch, wandb=wandb, progress=progress, export_path=export_path)
+                 launch=launch, wandb=wandb, wandb_run=wandb_run, progress=progress, export_path=export_path)
 
 
 def pretrain(model: Union[str, dict], dataset: str, out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
              *, data_root=None, autoencoder: str = "identity", image_size: Optional[int] = None, learn_sigma: bool = True,
-             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(), progress: bool = True,
-             latent_cache_dir=None, max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
+             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
+             wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
+             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
     """Train a DiT from scratch on registered dataset ``dataset`` (e.g. the 32x32 CIFAR-10 source model:
     ``"DiT-N/2"``, identity autoencoder). ``model`` is a name from ``benchmark.models.DiT_models`` or a dict of
     DiT arguments; input size, channels and classes follow the data. Returns ``<out_dir>/ema.pt``."""
@@ -313,4 +334,5 @@ def pretrain(model: Union[str, dict], dataset: str, out_dir: Union[str, Path], s
         torch.random.set_rng_state(generator_state)
     return train(network, dataset, out_dir, settings, kind="pretrain", autoencoder=autoencoder,
                  resolution=image_size, metadata={"model_name": name}, data_root=data_root, cache_dir=latent_cache_dir,
-                 max_images=max_images, launch=launch, wandb=wandb, progress=progress, export_path=export_path)
+                 max_images=max_images, launch=launch, wandb=wandb, wandb_run=wandb_run, progress=progress,
+                 export_path=export_path)
