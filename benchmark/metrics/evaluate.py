@@ -17,14 +17,14 @@ from benchmark.data import get_dataset
 from benchmark.devices import default_device
 from benchmark.distributed import main_writes
 from benchmark.errors import UserError
-from benchmark.io import atomic_open, atomic_write_json, config_hash, read_json
+from benchmark.io import atomic_write_json, config_hash, read_json
 from benchmark.metrics.dinov2 import dinov2_network
 from benchmark.metrics.effnet import effnet_input_size, effnet_network
 from benchmark.metrics.features import ImageSource, feature_statistics, png_files
 from benchmark.metrics.frechet import frechet_distance, gaussian_stats
 from benchmark.metrics.inception import fid_inception_network
 from benchmark.metrics.prdc import MAX_POINTS, NEAREST_K, SUBSAMPLE_SEED, prdc, subsample
-from benchmark.metrics.reference import MAX_IMAGES, reference_stats, subset_indices
+from benchmark.metrics.reference import MAX_IMAGES, load_arrays, reference_stats, save_arrays, subset_indices
 from benchmark.metrics.registry import METRICS, PRDC_KEYS
 
 DEFAULT_METRICS = ("fid", "fd_dinov2", "prdc")
@@ -142,24 +142,22 @@ def sample_statistics(net, source: ImageSource, features_dir=None, **kwargs) -> 
            "images": [str(source.name(i)) for i in (0, len(source) - 1)] if len(source) else []}
     path = Path(features_dir) / f"features-{net.name}-{config_hash(key, 12)}.npz" if features_dir else None
     if path is not None and path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["key"])) == json.loads(json.dumps(key, default=str)):
-                features = z["features"]
-                mu, sigma = gaussian_stats(features)
-                return {"n": len(features), "mu": mu, "sigma": sigma, "features": features}, path.name
+        cached = load_arrays(path, "sample features")
+        if json.loads(str(cached["key"])) == json.loads(json.dumps(key, default=str)):
+            features = cached["features"]
+            mu, sigma = gaussian_stats(features)
+            return {"n": len(features), "mu": mu, "sigma": sigma, "features": features}, path.name
     stats = feature_statistics(net, source, desc=f"{net.name} samples", **kwargs)
     if path is not None:
         with main_writes() as mine:  # the statistics are of every rank's share; rank 0 keeps them
             if mine:
-                with atomic_open(path, "wb") as f:
-                    np.savez(f, features=stats["features"], key=np.array(json.dumps(key, default=str)))
+                save_arrays(path, features=stats["features"], key=np.array(json.dumps(key, default=str)))
     return stats, path.name if path is not None else None
 
 
 def load_sample_features(path) -> np.ndarray:
-    """The cached (N, D) float32 sample features written by ``sample_statistics``."""
-    with np.load(path, allow_pickle=False) as z:
-        return z["features"]
+    """The cached (N, D) float32 sample features written by ``sample_statistics`` (content hash checked)."""
+    return load_arrays(path, "sample features")["features"]
 
 
 def _merge_into(path: Path, result: dict, fingerprint: str | None) -> dict:
