@@ -28,13 +28,20 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line that says where the help is (exit status 2, as argparse's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def command_module(name: str):
     return importlib.import_module(f"benchmark.cli.{COMMANDS[name][0]}")
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` (all of them when None) gets its flags."""
-    parser = argparse.ArgumentParser(prog="dogbench", description="Domain Guidance vs classifier-free guidance benchmark")
+    parser = Parser(prog="dogbench", description="Domain Guidance vs classifier-free guidance benchmark")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version",
                         version=f"dogbench {importlib.import_module('benchmark').__version__}")
@@ -56,7 +63,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
+    except (UserError, OSError, ValueError) as e:  # OSError: a file the user named (missing, unreadable, no space)
         if getattr(args, "debug", False):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
