@@ -181,6 +181,6 @@ def test_cli_missing_weights_is_one_line(tmp_path, monkeypatch, capsys):
 def test_cli_rejects_unknown_metrics_and_empty_dirs(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--samples", str(tmp_path / "empty"), "--dataset", "x", "--metrics", "fid"]) == 1
-    assert "no *.png" in capsys.readouterr().err
+    assert "no images (png, jpg, webp)" in capsys.readouterr().err
     assert main(["evaluate", "--samples", str(tmp_path), "--dataset", "x", "--metrics", "fid,is"]) == 1
     assert "--metrics: unknown metric 'is'" in capsys.readouterr().err
