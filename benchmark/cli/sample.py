@@ -26,7 +26,8 @@ def configure(p, name: str) -> None:
     p.add_argument("--finetuned", required=True, metavar="PATH",
                    help="fine-tuned checkpoint (.pt; its EMA weights are used)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
-                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog")
+                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog "
+                        "(default: none)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (resumes when it holds samples of the same config)")
     what = p.add_argument_group("what to sample")
@@ -36,10 +37,11 @@ def configure(p, name: str) -> None:
                            "among them from its (seed, i) generator (default: all classes)")
     what.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter, repeatable: e.g. --param w_cfg=1.5 --param w_dog=2 (cfg+dog), "
-                           "--param eta=0 --param norm_threshold=50 (APG), --param interval=0,700")
+                           "--param eta=0 --param norm_threshold=50 (APG), --param interval=0,700 "
+                           "(default: the method's defaults)")
     what.add_argument("--guide-checkpoint", action="append", default=[], metavar="NAME=PATH",
                       help="an extra checkpoint a method's guide needs, repeatable: e.g. weak=run/ema-step2000.pt "
-                           "(autoguidance)")
+                           "(autoguidance) (default: none)")
     add_settings_flags(p.add_argument_group("how (sampling settings)"), SamplingSettings,
                        defaults={"clip_denoised": CLIP_FROM_CHECKPOINT})
     p.add_argument("--vae", default=None, metavar="NAME|DIR",

@@ -71,11 +71,15 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
     (``sd-vae-ft-ema``), read from the local directory or the Hugging Face cache (downloaded only when online)."""
     if spec in (None, "", "identity", "none", "pixel"):
         return IdentityAutoencoder()
-    from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
-
     spec = str(spec)
     repo_id = VAE_ALIASES.get(spec, spec)
     local = Path(spec).expanduser()
+    if spec.startswith(("/", ".", "~")) and not local.is_dir():  # a path, not a Hugging Face id: no download to try
+        raise FileNotFoundError(f"VAE folder {local} {'is not a folder' if local.exists() else 'does not exist'}; "
+                                f"pass a local diffusers AutoencoderKL folder (config.json and "
+                                f"diffusion_pytorch_model.safetensors) or a name: {', '.join(AUTOENCODER_NAMES)}")
+    from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
+
     try:
         if local.is_dir():
             vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype)

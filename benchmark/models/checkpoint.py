@@ -54,8 +54,8 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, download: bool = True) -
     if path.is_file():
         return path
     if path.is_dir():
-        inside = next((path / f for f in EXPORT_FILES if (path / f).is_file()), None)
-        hint = f"pass {inside}" if inside else "pass the .pt file"
+        inside = [path / f for f in EXPORT_FILES if (path / f).is_file()] or sorted(path.glob("*.pt"))[:3]
+        hint = f"pass {' or '.join(map(str, inside))}" if inside else "pass the .pt file"
         raise CheckpointError(f"{path} is a folder, not a checkpoint file; {hint}")
     name = path.name
     for d in checkpoint_search_dirs():
