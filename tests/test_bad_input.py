@@ -267,8 +267,10 @@ CASES = [
                                    "{out}", "--autoencoder", "identity"], "is corrupted"),
     ("latents-data-root-missing", ["latents", "--dataset", "caltech101-32", "--data-root", "{missing}", "--vae",
                                    "identity-is-not-this"], "data root {missing}"),
-    ("run-data-root-missing", ["run", "--exp", "{tiny}", "data_root={missing}", "--no-progress"], "data root {missing}"),
-    ("run-device-gpu0", ["run", "--exp", "{tiny}", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    ("run-data-root-missing", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "data_root={missing}",
+                               "--no-progress"], "data root {missing}"),
+    ("run-device-gpu0", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--device", "gpu0"],
+     "--device 'gpu0' is not a torch device"),
     ("no-command-typo", ["sampel"], "invalid choice: 'sampel'"),
 ]
 
@@ -281,7 +283,7 @@ def fill(argv, values):
 def test_bad_input_is_one_line(case, argv, expected, files, request, capsys):
     values = {k: str(v) for k, v in files.items()}
     if any("{tiny}" in a for a in argv):
-        values["tiny"] = str(request.getfixturevalue("tiny_experiment")[0])
+        values["tiny"], values["tiny_results"] = map(str, request.getfixturevalue("tiny_experiment"))
     before = sorted(p.relative_to(files["root"]) for p in files["root"].rglob("*"))
     try:
         code = main(fill(argv, values))
