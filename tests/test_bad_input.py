@@ -4,6 +4,7 @@ no traceback, and nothing lost or half-written. The files the rows need are buil
 
 Placeholders in a row's argv (``{ft}``, ``{out}``, ...) name the ``files`` fixture's entries; ``{tiny}`` is the
 tiny experiment of tests/conftest.py. Add rows here for every new way a user can get it wrong."""
+import errno
 import os
 import shutil
 import struct
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import benchmark.sampling.writer as writer_module
 from benchmark.cli import COMMANDS, main
 from benchmark.models import DiT, export_checkpoint, reheaded
 from benchmark.sampling.writer import MANIFEST, SampleFolder
@@ -136,7 +138,24 @@ def with_(base, *extra, drop=()):
     return out + list(extra)
 
 
-# (case id, argv for benchmark.cli.main, words the one stderr line must hold)
+@pytest.fixture
+def full_disk(monkeypatch):
+    """The disk fills up while the second PNG is written: half of it lands in its temporary file."""
+    calls = {"n": 0}
+    original = writer_module._write_file
+
+    def filling(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(path, data)
+
+    monkeypatch.setattr(writer_module, "_write_file", filling)
+
+
+# (case id, argv for benchmark.cli.main, words the one stderr line must hold[, a fixture that sets the case up])
 CASES = [
     # ---- dogbench sample: numbers and devices
     ("sample-batch-size-0", with_(S, "--batch-size", "0"), "--batch-size=0 must be >= 1"),
@@ -195,6 +214,9 @@ CASES = [
     ("sample-out-holds-another-config", with_(S, "--out", "{other_config}", drop=["--out"]),
      "holds samples of another config"),
     ("sample-out-under-a-file", with_(S, "--out", "{file}/sub", drop=["--out"]), "is not writable"),
+    ("sample-disk-full", with_(S, "--out", "{root}/disk-full", drop=["--out"]),
+     "cannot write samples to {root}/disk-full (the disk is full); free some space and rerun the same command",
+     "full_disk"),
     ("sample-required-flags", ["sample", "--out", "{out}"], "the following arguments are required: --finetuned"),
     ("sample-unknown-flag", with_(S, "--sampels", "4"), "unrecognized arguments: --sampels"),
     # ---- dogbench evaluate: numbers and devices
@@ -279,8 +301,11 @@ def fill(argv, values):
     return [a.format(**values) for a in argv]
 
 
-@pytest.mark.parametrize("case, argv, expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case, argv, expected, files, request, capsys):
+@pytest.mark.parametrize("case, argv, expected, setup", [(*c, None)[:4] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(case, argv, expected, setup, files, request, capsys):
+    if setup:
+        request.getfixturevalue(setup)
     values = {k: str(v) for k, v in files.items()}
     if any("{tiny}" in a for a in argv):
         values["tiny"], values["tiny_results"] = map(str, request.getfixturevalue("tiny_experiment"))

@@ -23,23 +23,27 @@ def configure(p, name: str) -> None:
     p.description = ("Compute sample-quality metrics (FID, FD_DINOv2, PRDC; offline: fd_effnet, prdc_effnet) of a set "
                      "of images against a reference set, as pytorch-fid / dgm-eval do, and write them with their "
                      "protocol (network, weights sha256, resize, image counts) to a JSON file. A dogbench sample "
-                     "folder is checked first: complete, the image count, every image's recorded sha256. Feature networks run in "
-                     "fp32 (TF32 off) on every device.")
+                     "folder is checked first: complete, the image count, every image's recorded sha256. Feature "
+                     "networks run in fp32 (TF32 off) on every device.")
     images = "a folder of images (png, jpg, webp; searched recursively) or an .npz of uint8 (N, H, W, 3) images " \
              "(key arr_0 or images, as the ADM evaluator's batches)"
     p.add_argument("--samples", default=None, metavar="PATH",
-                   help=f"the generated images: {images}; required, except for --real with --num-real (default: none)")
+                   help=f"the generated images: {images}; required, except for --real with --num-real "
+                        f"(default: none)")
     ref = p.add_mutually_exclusive_group(required=True)
     ref.add_argument("--dataset", default=None, metavar="NAME",
-                     help="reference: a registered dataset, e.g. caltech101-32 (see dogbench prepare --help); this or --reference (default: none)")
-    ref.add_argument("--reference", dest="reference_path", default=None, metavar="PATH", help=f"reference: {images}; this or --dataset (default: none)")
+                     help="reference: a registered dataset, e.g. caltech101-32 (see dogbench prepare --help); this "
+                          "or --reference (default: none)")
+    ref.add_argument("--reference", dest="reference_path", default=None, metavar="PATH",
+                     help=f"reference: {images}; this or --dataset (default: none)")
     here = ",".join(available_metrics())
     add_settings_flags(p, EvaluationSettings, exclude=("reference",),
                        defaults={"metrics": f"the ones that work here: {here}", "batch_size": BATCH_SIZE},
                        notes={"ref_split": "with --dataset"})
     p.add_argument("--real", action="store_true",
                    help="also score real images of the reference like a sample set: the real-data floor of each metric "
-                        "(from the other split when --ref-split is train or test, else from the reference itself) (default: off)")
+                        "(from the other split when --ref-split is train or test, else from the reference itself) "
+                        "(default: off)")
     p.add_argument("--num-real", type=int, default=None, metavar="N",
                    help="real images for --real (default: as many as --samples holds)")
     p.add_argument("--allow-partial", action="store_true",
