@@ -116,11 +116,6 @@ def image_files(directory, what: str = "--samples") -> list[Path]:
     return files
 
 
-def png_files(directory) -> list[Path]:
-    """The images under ``directory`` (kept for callers that predate JPEG/WebP support)."""
-    return image_files(directory)
-
-
 def load_image_array(path, what: str = "--samples") -> np.ndarray:
     """The uint8 (N, H, W, 3) images of an .npz (key ``arr_0`` or ``images``), memory-mapped when stored
     uncompressed (np.savez), so a 50k-image reference batch is not read into memory at once."""
