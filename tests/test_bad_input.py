@@ -193,7 +193,7 @@ CASES = [
     ("sample-pretrained-folder", with_(S, "--pretrained", "{run_dir}", drop=["--pretrained"]), "is a folder"),
     ("sample-pretrained-other-size", with_(S, "--pretrained", "{other_size}", drop=["--pretrained"]),
      "differ in input_size"),
-    ("sample-vae-missing", with_(S, "--vae", "{missing}"), "VAE folder {missing} does not exist"),
+    ("sample-vae-missing", with_(S, "--vae", "{missing}"), "VAE folder {missing} not found; pass a local diffusers AutoencoderKL folder"),
     ("sample-vae-a-file", with_(S, "--vae", "{file}"), "is not a folder; pass a local diffusers AutoencoderKL folder"),
     ("sample-guide-checkpoint-unknown", with_(S, "--method", "autoguidance", "--guide-checkpoint", "waek={ft}"),
      "has no guide checkpoint 'waek'"),

@@ -166,12 +166,11 @@ def test_evaluate_samples_from_memory_writes_nothing(tmp_path):
 
 
 def test_cli_missing_weights_is_one_line(tmp_path, monkeypatch, capsys):
-    import benchmark.metrics.evaluate as ev
-
     write_pngs(tmp_path / "samples", make_images(4, 0))
-    monkeypatch.setattr(ev, "resolve_dataset", lambda *a: FakeDataset(make_images(10, 0)))
+    write_pngs(tmp_path / "reference", make_images(10, 0))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    code = main(["evaluate", "--samples", str(tmp_path / "samples"), "--dataset", "fake", "--metrics", "fid,prdc"])
+    code = main(["evaluate", "--samples", str(tmp_path / "samples"), "--reference", str(tmp_path / "reference"),
+                 "--metrics", "fid,prdc"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "hub" / "checkpoints") in err

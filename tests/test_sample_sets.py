@@ -3,6 +3,8 @@
 and samples chosen classes."""
 import errno
 import json
+import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 
 import benchmark.sampling.writer as writer_module
 from benchmark.cli import main
+from benchmark.cli.common import CHATTY_LOGGERS
 from benchmark.io import file_sha256
 from benchmark.models import DiT, export_checkpoint, reheaded
 from benchmark.sampling import sample_inputs
@@ -154,7 +157,20 @@ def test_sample_classes_labels_and_defaults_from_the_checkpoint(checkpoints, tmp
     assert json.loads((tmp_path / "noclip" / MANIFEST).read_text())["config"]["clip_denoised"] is False
 
 
-def test_latent_checkpoints_do_not_clip_by_default(tiny_vae_dir, tmp_path):
+@pytest.fixture
+def process_state(monkeypatch):
+    """--no-progress quiets third-party output for the rest of the process: give it back after the test."""
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_VERBOSITY", "DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY",
+                 "TQDM_DISABLE"):
+        monkeypatch.delenv(name, raising=False)
+    levels = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    with warnings.catch_warnings():
+        yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_latent_checkpoints_do_not_clip_by_default(tiny_vae_dir, tmp_path, process_state, capfd):
     torch.manual_seed(0)
     latent = DiT(**tiny_dit_config(in_channels=4, input_size=4))
     export_checkpoint(latent, tmp_path / "latent.pt", autoencoder=str(tiny_vae_dir))
@@ -163,3 +179,4 @@ def test_latent_checkpoints_do_not_clip_by_default(tiny_vae_dir, tmp_path):
     config = json.loads((tmp_path / "s" / MANIFEST).read_text())["config"]
     assert config["clip_denoised"] is False and config["autoencoder"] == str(tiny_vae_dir)
     assert read_all(tmp_path / "s").shape == (2, 8, 8, 3)  # the VAE's 2x upsampling of 4x4 latents
+    assert "accelerate" not in capfd.readouterr().err  # diffusers' loading notice, silenced by --no-progress

@@ -75,7 +75,7 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
     repo_id = VAE_ALIASES.get(spec, spec)
     local = Path(spec).expanduser()
     if spec.startswith(("/", ".", "~")) and not local.is_dir():  # a path, not a Hugging Face id: no download to try
-        raise FileNotFoundError(f"VAE folder {local} {'is not a folder' if local.exists() else 'does not exist'}; "
+        raise FileNotFoundError(f"VAE folder {local} {'is not a folder' if local.exists() else 'not found'}; "
                                 f"pass a local diffusers AutoencoderKL folder (config.json and "
                                 f"diffusion_pytorch_model.safetensors) or a name: {', '.join(AUTOENCODER_NAMES)}")
     from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
