@@ -4,6 +4,10 @@ Every artefact that takes long to make (checkpoints, latent caches, feature stat
 written to a temporary file in the same directory and renamed into place, so an interrupted or failed write
 (disk full, a kill) never leaves a truncated file where a finished one is expected and never destroys the
 previous version.
+
+Integrity: every artefact the project writes carries a content hash that is checked when it is read
+(``content_sha256`` inside checkpoints and .npz caches, file hashes in the manifests of latent caches and sample
+folders); a mismatch is an ``IntegrityError``, one line naming the file and how to rebuild it.
 """
 from __future__ import annotations
 
@@ -17,9 +21,12 @@ import tempfile
 import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
+import numpy as np
 import torch
+
+from benchmark.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT_ENV = "DOGBENCH_DATA"
@@ -112,18 +119,89 @@ def _sha256_of_version(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+class IntegrityError(UserError):
+    """An artefact whose bytes no longer match the hash recorded when it was written (disk or copy corruption, a
+    hand edit), or weights that hold NaN/inf: one line naming the file and how to rebuild it."""
+
+
+def bytes_sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_sha256(items: Mapping[str, Any]) -> str:
+    """sha256 over named arrays (numpy or torch: name, dtype, shape and raw bytes, hashed in place without a copy
+    when contiguous) and JSON-able values, in key order. What ``check_content`` verifies after a load."""
+    h = hashlib.sha256()
+    for name in sorted(items):
+        value = items[name]
+        h.update(f"\0{name}\0".encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+        elif isinstance(value, (np.ndarray, np.generic)):  # a numpy scalar hashes as the 0-d array np.load gives
+            a = np.ascontiguousarray(value)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.reshape(-1).view(np.uint8) if a.size and a.dtype != object else b"")
+        elif isinstance(value, Mapping) and value and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value.values()):
+            h.update(content_sha256(value).encode())
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def check_sha256(path, actual: str, expected: str, rebuild: str) -> None:
+    """Raise an IntegrityError naming ``path`` and the fix (``rebuild``) unless the hashes agree."""
+    if actual != expected:
+        raise IntegrityError(f"{path} is corrupted: its content hash {actual[:12]}... differs from the "
+                             f"{expected[:12]}... recorded when it was written; {rebuild}")
+
+
+def nonfinite_entries(tensors: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors (torch or numpy) that hold NaN or inf."""
+    bad = []
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            if not bool(np.isfinite(value).all()):
+                bad.append(name)
+    return bad
+
+
+def check_finite(tensors: Mapping[str, Any], path, fix: str) -> None:
+    """Weights with NaN/inf come from corrupted bytes (or a diverged training run): one line, never used."""
+    bad = nonfinite_entries(tensors)
+    if bad:
+        more = f" (+{len(bad) - 2} more)" if len(bad) > 2 else ""
+        raise IntegrityError(f"{path} holds NaN/inf weights in {', '.join(bad[:2])}{more}: the file is corrupted; {fix}")
+
+
 def config_hash(obj: Any, length: int = 12) -> str:
     """A short, stable hash of a JSON-able config: the key of every manifest and cache."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def data_root(explicit: Optional[str | os.PathLike] = None) -> Path:
+def data_root(explicit: Optional[str | os.PathLike] = None, *, must_exist: bool = False) -> Path:
     """Where datasets live: ``explicit`` (a --data-root flag), else $DOGBENCH_DATA, else ``../shared/data`` beside
-    the checkout when it exists, else ``./data``."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(DATA_ROOT_ENV):
-        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+    the checkout when it exists, else ``./data``. With ``must_exist``, a root the user chose (flag, config or
+    $DOGBENCH_DATA) that is not a folder is a one-line error: a typo must not silently read other data."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    if explicit or env:
+        root = Path(explicit or env).expanduser()
+        chosen_by = f"${DATA_ROOT_ENV}" if env and root == Path(env).expanduser() else "--data-root / data_root"
+    else:
+        return _default_data_root()
+    # the default itself, passed on by a caller that resolved it earlier (an experiment's data_dir()), may be missing
+    if must_exist and not root.is_dir() and root != _default_data_root():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"data root {root} (from {chosen_by}) {what}: pass the folder that holds the datasets, or "
+                        f"create it and see `dogbench prepare DATASET --root {root}` for what goes where")
+    return root
+
+
+def _default_data_root() -> Path:
     shared = REPO_ROOT.parent / "shared" / "data"
     return shared if shared.is_dir() else REPO_ROOT / "data"
 

@@ -9,6 +9,7 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmark.cli import main
+from benchmark.io import IntegrityError
 from benchmark.metrics import FeatureNetwork, ResizePreprocess, evaluate_samples, reference_stats
 from benchmark.metrics.features import state_dict_sha256
 from benchmark.metrics.frechet import gaussian_stats
@@ -95,11 +96,24 @@ def test_reference_stats_are_cached_and_invalidated(tmp_path):
     assert len(paths) == len(changed) + 1
 
 
-def test_a_corrupt_cache_file_is_recomputed(tmp_path):
+def test_a_corrupt_cache_file_is_one_line_then_recomputed(tmp_path):
     ds = FakeDataset(make_images(20, 0))
     net = tiny_network()
     path = reference_stats(ds, net, cache_dir=tmp_path, device="cpu", progress=False).path
-    path.write_bytes(b"not an npz")
+    good = path.read_bytes()
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["mu"][0] += 1e-3  # a readable file whose values changed after it was written
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF  # a flipped byte (zip's CRC catches it)
+    for broken in (b"not an npz", bytes(flipped), arrays):
+        if isinstance(broken, dict):
+            np.savez(path.with_suffix(""), **broken)  # np.savez adds .npz
+        else:
+            path.write_bytes(broken)
+        with pytest.raises(IntegrityError, match=f"{path.name} is (corrupted|unreadable).*delete it"):
+            reference_stats(ds, net, cache_dir=tmp_path, device="cpu", progress=False)
+    path.unlink()
     stats = reference_stats(ds, net, cache_dir=tmp_path, device="cpu", progress=False)
     assert net.module.seen == 40 and stats.mu.shape == (8,)
 
@@ -152,12 +166,11 @@ def test_evaluate_samples_from_memory_writes_nothing(tmp_path):
 
 
 def test_cli_missing_weights_is_one_line(tmp_path, monkeypatch, capsys):
-    import benchmark.metrics.evaluate as ev
-
     write_pngs(tmp_path / "samples", make_images(4, 0))
-    monkeypatch.setattr(ev, "resolve_dataset", lambda *a: FakeDataset(make_images(10, 0)))
+    write_pngs(tmp_path / "reference", make_images(10, 0))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    code = main(["evaluate", "--samples", str(tmp_path / "samples"), "--dataset", "fake", "--metrics", "fid,prdc"])
+    code = main(["evaluate", "--samples", str(tmp_path / "samples"), "--reference", str(tmp_path / "reference"),
+                 "--metrics", "fid,prdc"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "hub" / "checkpoints") in err
@@ -167,6 +180,6 @@ def test_cli_missing_weights_is_one_line(tmp_path, monkeypatch, capsys):
 def test_cli_rejects_unknown_metrics_and_empty_dirs(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--samples", str(tmp_path / "empty"), "--dataset", "x", "--metrics", "fid"]) == 1
-    assert "no *.png" in capsys.readouterr().err
+    assert "no images (png, jpg, webp)" in capsys.readouterr().err
     assert main(["evaluate", "--samples", str(tmp_path), "--dataset", "x", "--metrics", "fid,is"]) == 1
     assert "--metrics: unknown metric 'is'" in capsys.readouterr().err

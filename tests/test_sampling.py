@@ -193,11 +193,11 @@ def test_sample_command_end_to_end_and_resume(tmp_path, checkpoints, monkeypatch
     calls = {"n": 0}
     original = SampleFolder.write
 
-    def dying_write(self, indices, images):  # killed after the first batch
+    def dying_write(self, *batch):  # killed after the first batch
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        original(self, indices, images)
+        original(self, *batch)
 
     monkeypatch.setattr(SampleFolder, "write", dying_write)
     assert main(sample_cmd(ft, pre, tmp_path / "resumed")) == 130

@@ -28,20 +28,29 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line that says where the help is (exit status 2, as argparse's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def command_module(name: str):
     return importlib.import_module(f"benchmark.cli.{COMMANDS[name][0]}")
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` (all of them when None) gets its flags."""
-    parser = argparse.ArgumentParser(prog="dogbench", description="Domain Guidance vs classifier-free guidance benchmark")
+    parser = Parser(prog="dogbench", description="Domain Guidance vs classifier-free guidance benchmark")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version",
                         version=f"dogbench {importlib.import_module('benchmark').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    parser.commands = {}
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        parser.commands[name] = p
         if argv is None or name == chosen:
             command_module(name).configure(p, name)
     return parser
@@ -50,13 +59,15 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, so that the line names the command and its --help
+        parser.commands.get(getattr(args, "command", None), parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
+    except (UserError, OSError, ValueError) as e:  # OSError: a file the user named (missing, unreadable, no space)
         if getattr(args, "debug", False):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

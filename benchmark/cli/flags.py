@@ -24,6 +24,12 @@ def _is_bool(annotation: Any) -> bool:
                                   and all(a in (bool, type(None)) for a in get_args(annotation)))
 
 
+def _has_type(annotation: Any, kind: type) -> bool:
+    """``annotation`` is ``kind``, or Optional / Annotated around it (the metavar N or X in --help)."""
+    return annotation is kind or (get_origin(annotation) is not None and get_origin(annotation) not in (list, tuple)
+                                  and any(_has_type(a, kind) for a in get_args(annotation)))
+
+
 def _is_list(annotation: Any) -> bool:
     if get_origin(annotation) in (list, tuple):
         return True
@@ -70,6 +76,10 @@ def add_settings_flags(parser, cls: type[Settings], *, exclude: Sequence[str] = 
                 kwargs["metavar"] = "{" + ",".join(kwargs["choices"]) + "}"
             elif _is_list(annotation):
                 kwargs["metavar"] = "A,B,..."
+            elif _has_type(annotation, int):
+                kwargs["metavar"] = "N" + (f"|{null_word}" if null_word else "")
+            elif _has_type(annotation, float):
+                kwargs["metavar"] = "X" + (f"|{null_word}" if null_word else "")
         parser.add_argument(flag, **kwargs)
 
 

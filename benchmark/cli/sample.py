@@ -4,34 +4,53 @@ from __future__ import annotations
 
 import os
 
+from benchmark.cli.common import index_list, output_folder, progress_wanted, quiet_third_party
 from benchmark.cli.flags import add_settings_flags, flag_values, settings_from_args
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError, did_you_mean
 from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method, resolve_method
+from benchmark.data.latents import is_pixel_space
 from benchmark.io import cached_file_sha256
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, sampler_identity
 from benchmark.sampling.settings import SamplePoint
 
 
+CLIP_FROM_CHECKPOINT = ("from the checkpoint: on for pixel-space models (identity autoencoder, 3 input channels), "
+                        "off for latent ones")
+
+
 def configure(p, name: str) -> None:
-    p.add_argument("--finetuned", required=True, help="fine-tuned checkpoint (.pt; its EMA weights are used)")
-    p.add_argument("--pretrained", default=None,
-                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog")
-    p.add_argument("--out", required=True, help="output folder (resumes when it holds samples of the same config)")
+    p.description = ("Sample one guidance method at its parameters into a folder of PNG shards with a manifest "
+                     "(the config, each image's sha256 and class label); rerunning the same command resumes.")
+    p.add_argument("--finetuned", required=True, metavar="PATH",
+                   help="fine-tuned checkpoint (.pt; its EMA weights are used)")
+    p.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog "
+                        "(default: none)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (resumes when it holds samples of the same config)")
     what = p.add_argument_group("what to sample")
     add_settings_flags(what, SamplePoint)
+    what.add_argument("--classes", default=None, metavar="A,B,...",
+                      help="sample only these class indices of the fine-tune, e.g. 0,3,7; sample i's label is drawn "
+                           "among them from its (seed, i) generator (default: all classes)")
     what.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter, repeatable: e.g. --param w_cfg=1.5 --param w_dog=2 (cfg+dog), "
-                           "--param eta=0 --param norm_threshold=50 (APG), --param interval=0,700")
+                           "--param eta=0 --param norm_threshold=50 (APG), --param interval=0,700 "
+                           "(default: the method's defaults)")
     what.add_argument("--guide-checkpoint", action="append", default=[], metavar="NAME=PATH",
                       help="an extra checkpoint a method's guide needs, repeatable: e.g. weak=run/ema-step2000.pt "
-                           "(autoguidance)")
-    add_settings_flags(p.add_argument_group("how (sampling settings)"), SamplingSettings)
-    p.add_argument("--vae", default=None, help="'identity', 'sd-vae-ft-ema' or a local diffusers folder "
-                                               "(default: the checkpoint's; sd-vae-ft-ema for 4-channel models)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--overwrite", action="store_true", help="discard samples of another config in --out")
+                           "(autoguidance) (default: none)")
+    add_settings_flags(p.add_argument_group("how (sampling settings)"), SamplingSettings,
+                       defaults={"clip_denoised": CLIP_FROM_CHECKPOINT})
+    p.add_argument("--vae", default=None, metavar="NAME|DIR",
+                   help="'identity', 'sd-vae-ft-ema' or a local diffusers folder (default: the checkpoint's; "
+                        "sd-vae-ft-ema for 4-channel models)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="discard samples of another config in --out (default: off)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars, and no third-party tips or warnings (default: bars on a terminal)")
     p.set_defaults(func=run)
 
 
@@ -75,10 +94,25 @@ def method_from_args(args, point: SamplePoint, settings: SamplingSettings) -> Me
     return resolve_method(point.method, params)
 
 
+def sample_classes(args, num_classes: int):
+    """--classes as a sorted tuple checked against the fine-tune's classes, or None (all classes)."""
+    if args.classes is None:
+        return None
+    classes = index_list(args.classes, "--classes")
+    outside = [c for c in classes if c >= num_classes]
+    if outside:
+        raise UserError(f"--classes {outside[0]}: the fine-tune has {num_classes} classes (0..{num_classes - 1})")
+    return tuple(sorted(classes))
+
+
 def run(args) -> int:
+    if args.no_progress:
+        quiet_third_party()
     point = settings_from_args(SamplePoint, args)
     settings = settings_from_args(SamplingSettings, args)
     spec = method_from_args(args, point, settings)
+    if args.classes is not None:
+        index_list(args.classes, "--classes")  # the syntax now; the range once the checkpoint is read
     checkpoints = name_values(args.guide_checkpoint, "--guide-checkpoint")
     guide_models = {g.model for g in spec.method.guides} - {FINETUNED, PRETRAINED}
     for name in checkpoints:
@@ -86,6 +120,7 @@ def run(args) -> int:
             raise UserError(f"--guide-checkpoint {name}=...: method {point.method} has no guide checkpoint {name!r}"
                             f"{did_you_mean(name, guide_models)} (it takes {', '.join(sorted(guide_models)) or 'none'})")
     device = resolve_device(args.device)
+    output_folder(args.out)  # before any model is loaded: a read-only or wrong --out loses nothing
     ft_path = resolve_checkpoint(args.finetuned)
     finetuned = load_dit(ft_path)
     needed = spec.models()
@@ -105,14 +140,21 @@ def run(args) -> int:
                              f"{name}=PATH (e.g. an earlier EMA export of this fine-tune, ema-stepN.pt)")
         guide_paths[name] = resolve_checkpoint(checkpoints[name])
         guides[name] = load_dit(guide_paths[name])
+    classes = sample_classes(args, finetuned.num_classes)
     ae_spec = autoencoder_spec(args.vae, finetuned.checkpoint_meta, finetuned.config["in_channels"])
+    if args.clip_denoised is None:  # the checkpoint decides: pixel-space models want x0 clipped to [-1, 1]
+        settings = settings.replaced(clip_denoised=is_pixel_space(ae_spec) and finetuned.config["in_channels"] == 3)
     autoencoder = load_autoencoder(ae_spec)
     sampler = build_sampler(settings, spec, point.seed, finetuned, pretrained, autoencoder, device, guides)
+    sampler.classes = classes
     identity = sampler_identity(settings, spec, point.seed, finetuned_sha256=cached_file_sha256(ft_path),
                                 pretrained_sha256=cached_file_sha256(pre_path) if pre_path else None, autoencoder=ae_spec,
                                 guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths.items()})
+    if classes is not None:  # other labels, other images; absent otherwise, so earlier folders keep their identity
+        identity["classes"] = list(classes)
     folder = SampleFolder(args.out, settings.num_samples, identity).open(overwrite=args.overwrite)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    made = generate_samples(sampler, folder, settings.batch_size, rank, world)
+    made = generate_samples(sampler, folder, settings.batch_size, rank, world, progress=progress_wanted(args))
+    folder.mark_complete()  # under torchrun the last rank to finish finds nothing missing and marks the set complete
     print(f"{made} new samples in {args.out} ({settings.num_samples - len(folder.missing())}/{settings.num_samples} done)")
     return 0

@@ -11,6 +11,10 @@ Layout (``cache_dir/<dataset>-<split>-<res>px-<vae>-<key>/``): ``manifest.json``
 axis 1 = flipped image) and ``labels``. Chunks are written atomically, so an interrupted build resumes at the first
 missing chunk. The directory name holds a hash of everything that determines the latents (dataset fingerprint,
 split, resolution, VAE identity, storage dtype), so a changed dataset or VAE gets a new cache.
+
+Integrity: each chunk's sha256 goes into ``chunk-NNNNN.pt.sha256`` as it is written (several processes may write
+chunks) and into the manifest when the cache is complete; loading checks every chunk against the manifest (a corrupted chunk is one line naming it and
+how to re-encode it).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from tqdm.auto import tqdm
 from benchmark.data.registry import get_dataset
 from benchmark.distributed import barrier, main_writes, rank_world
 from benchmark.data.transforms import eval_transform
-from benchmark.io import atomic_torch_save, atomic_write_json, config_hash, read_json, results_root
+from benchmark.io import (atomic_torch_save, atomic_write_json, atomic_write_text, cached_file_sha256, check_sha256,
+                          config_hash, read_json, results_root)
 from benchmark.models.autoencoder import load_autoencoder
 
 CACHE_VERSION = 1
@@ -91,6 +96,43 @@ class LatentCache:
     def chunk_range(self, index: int) -> range:
         return range(index * self.chunk_size, min(self.num_images, (index + 1) * self.chunk_size))
 
+    def hash_path(self, index: int) -> Path:
+        return self.root / f"chunk-{index:05d}.pt.sha256"
+
+    def write_chunk(self, index: int, chunk: dict) -> None:
+        """The chunk, then its sha256 beside it (the manifest collects them when the cache is complete)."""
+        path = self.chunk_path(index)
+        atomic_torch_save(chunk, path)
+        atomic_write_text(self.hash_path(index), f"{cached_file_sha256(path)}  {path.name}\n")
+
+    def recorded_hashes(self) -> dict[str, str]:
+        manifest = read_json(self.manifest_path, {}) or {}
+        return dict(manifest.get("chunks") or {}) if manifest.get("key") == self.key else {}
+
+    def chunk_hashes(self) -> dict[str, str]:
+        """{chunk file name: sha256} of every chunk: written beside it, else recorded in the manifest already (a
+        chunk kept from an earlier build), else (a chunk from an older version) hashed now."""
+        recorded = self.recorded_hashes()
+        hashes = {}
+        for c in range(self.num_chunks):
+            side, name = self.hash_path(c), self.chunk_path(c).name
+            hashes[name] = (side.read_text().split()[0] if side.is_file()
+                            else recorded.get(name) or cached_file_sha256(self.chunk_path(c)))
+        return hashes
+
+    def record_hashes(self) -> None:
+        """Every chunk's hash into the manifest, marked complete; the hashes beside the chunks are then removed."""
+        atomic_write_json(self.manifest_path, {"key": self.key, "complete": True, "chunks": self.chunk_hashes()})
+        for c in range(self.num_chunks):
+            self.hash_path(c).unlink(missing_ok=True)
+
+    def verify(self, index: int, recorded: dict) -> None:
+        path = self.chunk_path(index)
+        if path.name in recorded:
+            check_sha256(path, cached_file_sha256(path), recorded[path.name],
+                         f"delete it and run `dogbench latents --dataset {self.key['dataset']} --split "
+                         f"{self.key['split']}` (or dogbench run) again to re-encode it")
+
     def missing_chunks(self) -> list[int]:
         return [c for c in range(self.num_chunks) if not self.chunk_path(c).is_file()]
 
@@ -104,6 +146,9 @@ class LatentCache:
         (Food-101's cache is about 5 GB in float32)."""
         if not self.complete:
             raise FileNotFoundError(f"latent cache {self.root} is incomplete; run `dogbench latents` again to finish it")
+        recorded = self.recorded_hashes()  # caches made before hashes: not checked
+        for c in range(self.num_chunks):
+            self.verify(c, recorded)
         return [torch.load(self.chunk_path(c), map_location="cpu", weights_only=True, mmap=True)
                 for c in range(self.num_chunks)]
 
@@ -157,7 +202,8 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
     with main_writes() as mine:
         if mine:
             cache.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": False})
+            atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": False,
+                                                    "chunks": cache.recorded_hashes()})  # of the chunks kept
 
     autoencoder = autoencoder.to(device).eval()
     images = copy.copy(dataset)  # the caller's transform (if any) is not ours to change
@@ -179,15 +225,15 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
             stds.append(torch.stack([std[:n], std[n:]], 1).to("cpu", DTYPES[dtype]))
             labels.append(torch.as_tensor(y))
             bar.update(n)
-        atomic_torch_save({"mean": torch.cat(means), "std": torch.cat(stds), "labels": torch.cat(labels),
-                           "rows": [rows.start, rows.stop]}, cache.chunk_path(c))
+        cache.write_chunk(c, {"mean": torch.cat(means), "std": torch.cat(stds), "labels": torch.cat(labels),
+                              "rows": [rows.start, rows.stop]})
     bar.close()
     barrier()  # every rank's chunks are on disk
     with main_writes() as mine:
         if mine:
             if cache.missing_chunks():
                 raise RuntimeError(f"{cache.root}: chunks {cache.missing_chunks()[:5]} are missing after encoding")
-            atomic_write_json(cache.manifest_path, {"key": cache.key, "complete": True})
+            cache.record_hashes()
     return cache
 
 

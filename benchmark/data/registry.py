@@ -173,7 +173,7 @@ def get_dataset(name: str, split: str = "train", root: Optional[str | os.PathLik
     spec = get_spec(name)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    root = data_root(root)
+    root = data_root(root, must_exist=True)  # a chosen root that is missing is an error, never the pack
     found = spec.locate(root)
     if found is None and spec.npz:  # the data pack that ships with the package (the offline default benchmark)
         found = spec.locate(PACKAGED_DATA)

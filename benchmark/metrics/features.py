@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,8 +24,9 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
+from benchmark.data.dataset import UNREADABLE_ERRORS
 from benchmark.devices import default_device, tf32
-from benchmark.errors import UserError
+from benchmark.errors import UserError, first_line
 from benchmark.io import cached_file_sha256
 from benchmark.metrics.statistics import FeatureStatistics
 
@@ -95,47 +97,143 @@ class FeatureNetwork:
 # ---- image sources ---------------------------------------------------------------------------------------------
 
 
-def png_files(directory) -> list[Path]:
-    """All ``*.png`` under ``directory`` (recursively), in a stable sorted order."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+NPZ_KEYS = ("arr_0", "images")  # the ADM evaluator's sample batches use arr_0
+
+
+def image_files(directory, what: str = "--samples") -> list[Path]:
+    """Every PNG, JPEG and WebP file under ``directory`` (recursively, hidden files skipped), in a stable sorted
+    order. ``what`` names the flag in messages."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(f"samples directory {directory} does not exist: pass --samples DIR holding the generated *.png")
-    files = sorted(directory.rglob("*.png"))
+        problem = "is a file, not a folder or .npz" if directory.exists() else "does not exist"
+        raise UserError(f"{what} {directory} {problem}: pass a folder of images (png, jpg, webp) or an .npz of uint8 "
+                        f"(N, H, W, 3) images")
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".") and p.is_file())
     if not files:
-        raise UserError(f"no *.png under {directory}: pass --samples DIR holding the generated images")
+        raise UserError(f"no images (png, jpg, webp) under {directory}: pass {what} a folder that holds them")
     return files
 
 
-class ImageSource(torch.utils.data.Dataset):
-    """Uniform read access to images: a directory of PNGs, a uint8 (N, H, W, 3) array, a list of PIL images, or a
-    dataset whose items are ``(PIL image, label)`` (the data contract) or PIL images. ``indices`` selects a subset."""
+def load_image_array(path, what: str = "--samples") -> np.ndarray:
+    """The uint8 (N, H, W, 3) images of an .npz (key ``arr_0`` or ``images``), memory-mapped when stored
+    uncompressed (np.savez), so a 50k-image reference batch is not read into memory at once."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {Path(n).stem: zf.getinfo(n) for n in zf.namelist() if n.endswith(".npy")}
+            key = next((k for k in NPZ_KEYS if k in members), None)
+            if key is None:
+                raise UserError(f"{what} {path} holds {', '.join(members) or 'no arrays'}, not {' or '.join(NPZ_KEYS)}: "
+                                f"save the images with np.savez(path, arr_0=images)")
+            info = members[key]
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(path, "rb") as f:
+                f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+                name_len, extra_len = np.frombuffer(f.read(4), dtype="<u2")
+                f.seek(info.header_offset + 30 + int(name_len) + int(extra_len))
+                version = np.lib.format.read_magic(f)
+                shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                         else np.lib.format.read_array_header_2_0(f))
+                offset = f.tell()
+            images = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                images = z[key]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{what} {path} is not a readable .npz ({first_line(e)}); pass an np.savez file of uint8 "
+                        f"(N, H, W, 3) images") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise UserError(f"{what} {path}: {key} is {images.dtype} {tuple(images.shape)}, not uint8 (N, H, W, 3) with "
+                        f"N >= 1; convert it (e.g. np.clip(x * 255, 0, 255).astype(np.uint8), channels last)")
+    return images
 
-    def __init__(self, images, indices: Sequence[int] | None = None):
+
+def open_images(path, what: str = "--samples"):
+    """A folder of images -> its files; an .npz -> its uint8 array."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        return load_image_array(path, what)
+    return image_files(path, what)
+
+
+class ImageSource(torch.utils.data.Dataset):
+    """Uniform read access to images: a folder of images or an .npz (paths), a list of image files, a uint8
+    (N, H, W, 3) array, a list of PIL images, or a dataset whose items are ``(PIL image, label)`` (the data
+    contract) or PIL images. ``indices`` selects a subset. A file that cannot be decoded is a one-line UserError
+    naming it."""
+
+    def __init__(self, images, indices: Sequence[int] | None = None, what: str = "--samples"):
         if isinstance(images, (str, os.PathLike)):
-            images = png_files(images)
+            images = open_images(images, what)
         self.images = images
         self.indices = None if indices is None else list(indices)
 
     def __len__(self):
         return len(self.images) if self.indices is None else len(self.indices)
 
+    def item(self, i):
+        return self.images[i if self.indices is None else self.indices[i]]
+
     def name(self, i) -> str:
         """A stable name of item ``i``: its file name (with its folder) for files, else its position."""
-        item = self.images[i if self.indices is None else self.indices[i]]
+        item = self.item(i)
         if isinstance(item, (str, os.PathLike)):
             return f"{Path(item).parent.name}/{Path(item).name}"
         return f"#{i if self.indices is None else self.indices[i]}"
 
+    def files(self) -> list[Path] | None:
+        """The image files, in order, when every item is a file; else None."""
+        items = [self.item(i) for i in range(len(self))] if isinstance(self.images, list) else []
+        return [Path(f) for f in items] if items and all(isinstance(f, (str, os.PathLike)) for f in items) else None
+
     def __getitem__(self, i) -> Image.Image:
-        item = self.images[i if self.indices is None else self.indices[i]]
+        item = self.item(i)
         if isinstance(item, tuple):  # (image, label) from an ImageDataset
             item = item[0]
         if isinstance(item, (str, os.PathLike)):
-            with Image.open(item) as f:
-                return f.convert("RGB")
+            try:
+                with Image.open(item) as f:
+                    return f.convert("RGB")
+            except UNREADABLE_ERRORS as e:
+                raise UserError(f"{item} cannot be decoded ({first_line(e)}): replace or delete it (in a dogbench "
+                                f"sample folder, rerun the same `dogbench sample` command to remake it)") from None
         if isinstance(item, np.ndarray):
-            return Image.fromarray(item).convert("RGB")
+            return Image.fromarray(np.asarray(item)).convert("RGB")
         return item.convert("RGB")
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """A folder of images or an .npz as a reference set (the data contract of ``reference_stats``: ``(image,
+    label)`` items, ``name``, ``split``, ``resolution``, ``fingerprint()``). Its one split is ``all``."""
+
+    def __init__(self, path, what: str = "--reference"):
+        self.path = Path(path).expanduser()
+        self.source = ImageSource(self.path, what=what)
+        self.name, self.split = self.path.stem or "images", "all"
+        self.resolution = max(self.source[0].size)  # of the first image: the feature networks' input choice
+        self._fingerprint: str | None = None
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return self.source[i], 0
+
+    def subset(self, indices) -> ImageSource:
+        return ImageSource(self.source.images, list(indices))
+
+    def fingerprint(self) -> str:
+        """Changes when the images change: the .npz's sha256, or each file's name, size and mtime."""
+        if self._fingerprint is None:
+            if self.path.is_file():
+                self._fingerprint = cached_file_sha256(self.path)[:16]
+            else:
+                stamps = [(str(f.relative_to(self.path)), f.stat().st_size, f.stat().st_mtime_ns)
+                          for f in self.source.files()]
+                self._fingerprint = hashlib.sha256(repr(stamps).encode()).hexdigest()[:16]
+        return self._fingerprint
 
 
 class _Preprocessed(torch.utils.data.Dataset):
@@ -176,12 +274,19 @@ def feature_statistics(network: FeatureNetwork, images, batch_size: int = 50, de
     # the sums live on the CPU in float64: exact accumulation, and gloo can reduce them
     stats = FeatureStatistics(network.dim, keep_features=keep_features)
     done = 0
-    with tf32(False):  # true fp32 on every GPU (see the module docstring of benchmark.devices)
-        for batch in tqdm(loader, desc=desc or f"{network.name} features", unit="batch", disable=not progress,
-                          leave=False):
-            feats = network.forward(batch.to(device, non_blocking=True)).cpu()
-            stats.update(feats, torch.as_tensor(mine[done:done + len(feats)]))
-            done += len(feats)
+    bar = tqdm(total=len(mine), desc=desc or f"{network.name} features", unit="img", disable=not progress or rank > 0,
+               leave=False)
+    try:
+        with tf32(False):  # true fp32 on every GPU (see the module docstring of benchmark.devices)
+            for batch in loader:
+                feats = network.forward(batch.to(device, non_blocking=True)).cpu()
+                stats.update(feats, torch.as_tensor(mine[done:done + len(feats)]))
+                done += len(feats)
+                bar.update(len(feats))
+    except UserError as e:  # an undecodable image; from a loader process the message is its whole traceback
+        raise UserError(str(e).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+    finally:
+        bar.close()
     return stats.compute()
 
 

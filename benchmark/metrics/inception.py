@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.errors import UserError
+from benchmark.io import IntegrityError, check_finite
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, weights_sha256
 
 FEATURE_DIM = 2048
@@ -197,6 +198,7 @@ class FIDInceptionV3(nn.Module):
 def load_fid_inception(weights_path) -> FIDInceptionV3:
     model = FIDInceptionV3()
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    check_finite(state, weights_path, f"re-download {WEIGHTS_URL}")
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -219,7 +221,10 @@ def fid_inception_network(weights=None):
     """The FID ``FeatureNetwork``: FID Inception-V3 pool features (2048-d) of images clean-resized to 299x299."""
     path = find_inception_weights(weights)
     sha = weights_sha256(path)
-    if not sha.startswith(WEIGHTS_SHA256_PREFIX):
+    if path.name == WEIGHTS_FILENAME and not sha.startswith(WEIGHTS_SHA256_PREFIX):  # the published file, corrupted
+        raise IntegrityError(f"{path} is corrupted: its sha256 starts {sha[:8]}, not {WEIGHTS_SHA256_PREFIX} as its "
+                             f"name says; delete it and download it again from {WEIGHTS_URL}")
+    if not sha.startswith(WEIGHTS_SHA256_PREFIX):  # someone's own weights under another name: allowed, flagged
         warnings.warn(f"{path} has sha256 {sha[:12]}..., not the pytorch-fid FID weights ({WEIGHTS_SHA256_PREFIX}...): "
                       "FID values will not be comparable to published ones")
     return FeatureNetwork(

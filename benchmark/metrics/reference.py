@@ -3,7 +3,9 @@
 Computing them means pushing every reference image through a large network, so they are cached, one file per
 (dataset, split, data fingerprint, network + weights sha256 + preprocessing, subsampling). The key is in the file
 name: change any of them (new data on disk, other weights, another resize) and a new file is computed; the old one
-is left for the other configuration. Files are written atomically, so an interrupted run never leaves a half file.
+is left for the other configuration. Files are written atomically, so an interrupted run never leaves a half file,
+and each holds the sha256 of its arrays (``content_sha256``), checked when it is read: a corrupted file is a one-line
+error naming it (delete it and it is recomputed).
 
 Reference set: the dataset split named by the caller; the public DoG reproduction compares against all images
 (train + test). Like dgm-eval, at most ``max_images`` (50k) reference images are used, a seeded random subset.
@@ -11,6 +13,7 @@ Reference set: the dataset split named by the caller; the public DoG reproductio
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import numpy as np
 
 from benchmark.claims import claim
 from benchmark.distributed import main_writes, rank_world
-from benchmark.io import atomic_open, config_hash, results_root
+from benchmark.io import IntegrityError, atomic_open, check_sha256, config_hash, content_sha256, results_root
 from benchmark.metrics.features import FeatureNetwork, ImageSource, feature_statistics
 from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
 
@@ -61,22 +64,48 @@ def cache_path(protocol: dict[str, Any], cache_dir) -> Path:
     return Path(cache_dir) / name
 
 
+CONTENT_HASH = "content_sha256"
+
+
+def save_arrays(path, **arrays) -> None:
+    """An .npz of ``arrays`` plus their ``content_sha256``, written atomically (the reference and sample-feature
+    caches)."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays, **{CONTENT_HASH: np.array(content_sha256(arrays))})
+
+
+def load_arrays(path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz written by ``save_arrays``, its content hash checked (files written before the hash
+    existed are read unchecked). Unreadable or corrupted: an IntegrityError that says to delete the file;
+    ``what`` says what it holds."""
+    rebuild = f"delete it and the {what} are computed again"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise IntegrityError(f"{path} is unreadable ({type(e).__name__}); {rebuild}") from None
+    recorded = arrays.pop(CONTENT_HASH, None)
+    if recorded is not None:
+        check_sha256(path, content_sha256(arrays), str(recorded), rebuild)
+    return arrays
+
+
+def _stats(arrays: dict, path: Path) -> ReferenceStats:
+    return ReferenceStats(arrays["mu"], arrays["sigma"], arrays["prdc_features"], int(arrays["n_images"]),
+                          json.loads(str(arrays["protocol"])), Path(path))
+
+
 def load_reference(path) -> ReferenceStats:
     """A cached reference-statistics file as written by ``reference_stats``."""
-    with np.load(path, allow_pickle=False) as z:
-        return ReferenceStats(z["mu"], z["sigma"], z["prdc_features"], int(z["n_images"]),
-                              json.loads(str(z["protocol"])), Path(path))
+    return _stats(load_arrays(path, "reference statistics"), path)
 
 
 def _load(path: Path, protocol: dict[str, Any]) -> ReferenceStats | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = json.loads(str(z["protocol"]))
-            if stored != json.loads(json.dumps(protocol, default=str)):
-                return None
-            return ReferenceStats(z["mu"], z["sigma"], z["prdc_features"], int(z["n_images"]), stored, path)
-    except (OSError, ValueError, KeyError):  # missing or unreadable: recompute
+    """The cached statistics of ``protocol``, or None when there are none (or they are of another protocol)."""
+    if not path.is_file():
         return None
+    stats = load_reference(path)
+    return stats if stats.protocol == json.loads(json.dumps(protocol, default=str)) else None
 
 
 def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_size: int = 50, device=None,
@@ -104,12 +133,11 @@ def _compute(dataset, network, protocol, path, batch_size, device, num_workers, 
              progress) -> ReferenceStats:
     source = ImageSource(dataset, subset_indices(len(dataset), max_images))
     stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
-                               progress=progress, desc=f"{network.name} reference {dataset.name}/{dataset.split}")
+                               progress=progress, desc=f"reference {dataset.name}/{dataset.split} ({network.name})")
     prdc_features = subsample(stats["features"], prdc_points)
     with main_writes() as mine:  # every rank computed its share; rank 0 writes the file, the others wait for it
         if mine:
-            with atomic_open(path, "wb") as f:
-                np.savez(f, mu=stats["mu"], sigma=stats["sigma"], prdc_features=prdc_features,
-                         n_images=np.int64(stats["n"]), protocol=np.array(json.dumps(protocol, default=str)))
+            save_arrays(path, mu=stats["mu"], sigma=stats["sigma"], prdc_features=prdc_features,
+                        n_images=np.int64(stats["n"]), protocol=np.array(json.dumps(protocol, default=str)))
     return ReferenceStats(stats["mu"], stats["sigma"], prdc_features, stats["n"],
                           json.loads(json.dumps(protocol, default=str)), path)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from benchmark.io import probe
+from benchmark.io import cached_file_sha256, check_finite, check_sha256, probe
 
 SD_VAE_SCALE = 0.18215
 SD_VAE_EMA = "stabilityai/sd-vae-ft-ema"
@@ -71,11 +71,15 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
     (``sd-vae-ft-ema``), read from the local directory or the Hugging Face cache (downloaded only when online)."""
     if spec in (None, "", "identity", "none", "pixel"):
         return IdentityAutoencoder()
-    from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
-
     spec = str(spec)
     repo_id = VAE_ALIASES.get(spec, spec)
     local = Path(spec).expanduser()
+    if spec.startswith(("/", ".", "~")) and not local.is_dir():  # a path, not a Hugging Face id: no download to try
+        raise FileNotFoundError(f"VAE folder {local} {'is not a folder' if local.exists() else 'not found'}; "
+                                f"pass a local diffusers AutoencoderKL folder (config.json and "
+                                f"diffusion_pytorch_model.safetensors) or a name: {', '.join(AUTOENCODER_NAMES)}")
+    from diffusers import AutoencoderKL  # ~2 s to import, and pixel-space runs never need it
+
     try:
         if local.is_dir():
             vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype)
@@ -90,4 +94,23 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
             f"VAE {spec!r} not found ({type(e).__name__}); download {repo_id} once with "
             f"`huggingface-cli download {repo_id}` (it goes to the Hugging Face cache) or pass a local diffusers "
             f"directory holding config.json and diffusion_pytorch_model.safetensors") from None
+    if not local.is_dir():
+        verify_hub_weights(repo_id)
+    check_finite(vae.state_dict(), local if local.is_dir() else repo_id,
+                 "restore the folder" if local.is_dir() else f"delete it from the Hugging Face cache and download "
+                                                             f"it again (`huggingface-cli download {repo_id}`)")
     return KLAutoencoder(vae, name=repo_id if not local.is_dir() else str(local)).to(device)
+
+
+def verify_hub_weights(repo_id: str) -> None:
+    """The Hugging Face cache stores a large (LFS) file under its sha256 (``blobs/<sha256>``, linked from the
+    snapshot): check the weights against that name, so corrupted bytes are caught, not only NaN."""
+    from huggingface_hub import try_to_load_from_cache  # comes with diffusers, imported only for latent models
+
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        found = try_to_load_from_cache(repo_id, name)
+        if isinstance(found, str):
+            blob = Path(os.path.realpath(found))
+            if len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
+                check_sha256(found, cached_file_sha256(blob), blob.name,
+                             f"delete it and download it again: `huggingface-cli download {repo_id}`")

@@ -4,6 +4,11 @@ Accepted files: a raw state dict (the released ``DiT-XL-2-256x256.pt``), a dict 
 (the reference training script's checkpoints; EMA preferred), a Lightning checkpoint (``state_dict`` with
 ``ema.``/``model.`` prefixes) or this project's exported ``{"ema": ..., "config": ...}`` files. Every problem is one
 line naming the first mismatching keys and the fix.
+
+Integrity: ``export_checkpoint`` stores ``content_sha256`` (the weights and every other entry) in the file, and
+``load_dit`` checks it, so a corrupted export is one line, never a silently wrong model. Files without it (the DiT
+release, which publishes no hash, older exports, other training scripts' files) are checked for NaN/inf weights and
+for the architecture (``strict=True``); corrupted bytes that keep every value finite cannot be detected in them.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from benchmark.io import NetworkError, atomic_torch_save, probe
+from benchmark.io import NetworkError, atomic_torch_save, check_finite, check_sha256, content_sha256, probe
 from benchmark.models.dit import DiT, dit_config
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
@@ -24,6 +29,8 @@ RELEASES = {  # release file -> (model name, input_size in latent pixels)
     "DiT-XL-2-512x512.pt": ("DiT-XL/2", 64),
 }
 CHECKPOINT_DIR_ENV = "DOGBENCH_CHECKPOINTS"
+CONTENT_HASH = "content_sha256"  # the key of an export's own hash
+EXPORT_FILES = ("ema.pt", "last.ckpt")  # what a training folder holds, in the order a folder argument suggests them
 
 
 class CheckpointError(ValueError):
@@ -46,6 +53,10 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, download: bool = True) -
     path = Path(path_or_name).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        inside = [path / f for f in EXPORT_FILES if (path / f).is_file()] or sorted(path.glob("*.pt"))[:3]
+        hint = f"pass {' or '.join(map(str, inside))}" if inside else "pass the .pt file"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; {hint}")
     name = path.name
     for d in checkpoint_search_dirs():
         if (d / name).is_file():
@@ -73,6 +84,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         detail = (str(e).splitlines() or [""])[0][:120]
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}"
                               f"{': ' + detail if detail else ''}); check the file or re-download it") from None
+
+
+def verify_export(obj: dict, path) -> None:
+    """Check an export's ``content_sha256`` (when it has one) against its content as loaded."""
+    if isinstance(obj, dict) and isinstance(obj.get(CONTENT_HASH), str):
+        check_sha256(path, content_sha256({k: v for k, v in obj.items() if k != CONTENT_HASH}), obj[CONTENT_HASH],
+                     "delete it and rerun the fine-tune that wrote it (a finished run re-exports it from its "
+                     "last.ckpt), or restore an intact copy")
 
 
 def extract_state_dict(obj: dict, prefer: str = "ema") -> dict[str, torch.Tensor]:
@@ -150,7 +169,10 @@ def load_dit(
     """
     path = resolve_checkpoint(path_or_name)
     obj = read_checkpoint(path)
+    verify_export(obj, path)
     state_dict = extract_state_dict(obj, prefer)
+    check_finite(state_dict, path, "re-download it (release files) or restore an intact copy; a fine-tune that "
+                                   "diverged to NaN needs a lower learning rate")
     if isinstance(model, dict):  # explicit constructor arguments (an experiment's source.model may be a dict)
         config = {**model, **overrides}
         config.update({k: v for k, v in (("num_classes", num_classes), ("input_size", input_size)) if v is not None})
@@ -176,7 +198,7 @@ def load_dit(
                               f"{problem}; pass the matching --model/--num-classes or the right file")
     net.load_state_dict(state_dict, strict=True)
     # what else the file says (e.g. the autoencoder and dataset of our own exports), for the caller
-    net.checkpoint_meta = {k: v for k, v in obj.items() if k not in ("ema", "model", "state_dict", "optimizer")
+    net.checkpoint_meta = {k: v for k, v in obj.items() if k not in ("ema", "model", "state_dict", "optimizer", CONTENT_HASH)
                            and not isinstance(v, torch.Tensor)} if "ema" in obj or "model" in obj else {}
     net.checkpoint_path = str(path)
     return net
@@ -202,6 +224,9 @@ def reheaded(model: DiT, num_classes: int, seed: Optional[int] = None) -> DiT:
 
 
 def export_checkpoint(model: DiT, path: str | os.PathLike, ema_state: Optional[dict] = None, **metadata) -> None:
-    """Save an EMA-only sampling checkpoint: ``{"ema": weights, "config": constructor args, ...metadata}``."""
+    """Save an EMA-only sampling checkpoint: ``{"ema": weights, "config": constructor args, ...metadata,
+    "content_sha256": hash of all of it}`` (checked by ``load_dit``)."""
     state = ema_state if ema_state is not None else model.state_dict()
-    atomic_torch_save({"ema": {k: v.detach().cpu() for k, v in state.items()}, "config": dict(model.config), **metadata}, path)
+    obj = {"ema": {k: v.detach().cpu() for k, v in state.items()}, "config": dict(model.config), **metadata}
+    obj[CONTENT_HASH] = content_sha256(obj)
+    atomic_torch_save(obj, path)

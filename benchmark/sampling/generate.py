@@ -42,9 +42,9 @@ class BackgroundWriter:
         if self._error is not None:
             raise self._error
 
-    def write(self, indices, images: np.ndarray) -> None:
+    def write(self, indices, images: np.ndarray, labels=None) -> None:
         self._raise()
-        self._queue.put((list(indices), images))
+        self._queue.put((list(indices), images, labels))
 
     def close(self) -> None:
         """Wait until every queued batch is written; raise the writer's error, if any."""
@@ -62,8 +62,8 @@ def generate_samples(sampler: Sampler, folder: SampleFolder, batch_size: int = 6
     try:
         for start in range(0, len(todo), batch_size):
             indices = todo[start:start + batch_size]
-            images, _ = sampler.sample(indices)
-            writer.write(indices, images)
+            images, labels = sampler.sample(indices)
+            writer.write(indices, images, labels)
             bar.update(len(indices))
     finally:
         writer.close()  # also after an interruption: the batches already made are kept

@@ -36,6 +36,17 @@ def sample_inputs(seed: int, indices: Sequence[int], num_classes: int, shape: tu
     return torch.tensor(labels, dtype=torch.long), torch.stack(x_T), torch.stack(step_noise)
 
 
+def labels_among(seed: int, indices: Sequence[int], classes: Sequence[int]) -> Tensor:
+    """Sample i's label drawn uniformly among ``classes`` by the first draw of its (seed, i) generator, as
+    ``sample_inputs`` draws it among all classes: ``classes = range(K)`` gives the same labels."""
+    g = torch.Generator()
+    labels = []
+    for i in indices:
+        g.manual_seed(sample_seed(seed, i))
+        labels.append(int(classes[int(torch.randint(len(classes), (1,), generator=g))]))
+    return torch.tensor(labels, dtype=torch.long)
+
+
 def to_uint8(images: Tensor) -> np.ndarray:
     """[-1, 1] (N, C, H, W) -> uint8 (N, H, W, C), rounding as DiT's sample_ddp.py does (127.5 x + 128, clamped,
     truncated)."""
@@ -58,6 +69,7 @@ class Sampler:
     precision: str = "fp32"         # of the network forwards (benchmark.devices.precision)
     decode_precision: str = "fp32"  # of the autoencoder's decoder
     decode_batch_size: int = 64
+    classes: Optional[tuple[int, ...]] = None  # sample only these classes (labels_among); None = all of them
 
     def model_fn(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         with precision(self.precision, self.device):
@@ -68,6 +80,8 @@ class Sampler:
     def sample_latents(self, indices: Sequence[int], labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         num_steps = self.diffusion.num_timesteps
         drawn_labels, x_T, step_noise = sample_inputs(self.seed, indices, self.num_classes, self.latent_shape, num_steps)
+        if labels is None and self.classes is not None:
+            labels = labels_among(self.seed, indices, self.classes)
         y = (drawn_labels if labels is None else labels).to(self.device)
         x_T, step_noise = x_T.to(self.device), step_noise.to(self.device)
         z = self.diffusion.p_sample_loop(self.model_fn, x_T.shape, noise=x_T, clip_denoised=self.clip_denoised,
