@@ -173,6 +173,9 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
                 seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
             (s1, s2), (t1, t2) = cfg.timed_steps, seconds
             per_step = (t2 - t1) / (s2 - s1)
+            fit = "line through both step counts"
+            if per_step <= 0:  # timing noise larger than the step's cost (a busy machine): scale the longer time
+                per_step, fit = t2 / s2, "proportional to the longer timing (the two timings were within noise)"
             loop_s = t1 + per_step * (cfg.report_steps - s1)
             if decode_s is None and "decode" not in cfg.skip:
                 z, _ = sampler.sample_latents(batch)
@@ -180,7 +183,8 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
                 rows.append(_rate_row("decode", len(batch), decode_s, path=path, precision=precision))
             row = _rate_row("sampling", len(batch), loop_s + (decode_s or 0.0), method=method, path=path,
                             precision=precision, compile=settings.compiled_on(device.type), steps=cfg.report_steps,
-                            timed_steps=list(cfg.timed_steps), timed_seconds=seconds, decode_included=decode_s is not None)
+                            timed_steps=list(cfg.timed_steps), timed_seconds=seconds, extrapolation=fit,
+                            decode_included=decode_s is not None)
             rows.append(_with_flops(row, FORWARDS_PER_STEP[method] * cfg.report_steps * fwd_flops, peak))
         by = {r["method"]: r["img_per_s"] for r in rows if r["work"] == "sampling" and r["path"] == path}
         rows.append({"work": "ratio", "what": "dog/cfg sampling rate", "path": path, "value": by["dog"] / by["cfg"]})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from benchmark.cli.common import quiet_third_party
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.harness.loading import load_experiment
@@ -43,6 +44,8 @@ def run(args) -> int:
     bad = [s for s in stages if s not in STAGE_ORDER]
     if bad or not stages:
         raise UserError(f"unknown stage(s) {','.join(bad) or '(none)'}; choose from {','.join(STAGE_ORDER)}")
+    if args.no_progress:
+        quiet_third_party()
     device = str(resolve_device(args.device))
     run_experiment(exp, datasets, stages, device, args.results_root,
                    progress=not args.no_progress and sys.stderr.isatty())

@@ -1,6 +1,7 @@
 """``dogbench sweep``: an Optuna search over w for one dataset and method, in the study's own results folder."""
 from __future__ import annotations
 
+from benchmark.cli.common import quiet_third_party
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.harness.loading import load_experiment
@@ -39,6 +40,8 @@ def run(args) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.storage:
         check_storage_url(args.storage)
+    if args.no_progress:
+        quiet_third_party()
     metric = args.metric or exp.evaluation.select_by
     summary = run_sweep(exp, args.dataset, args.method, metric, args.trials, args.total_trials, args.storage,
                         str(resolve_device(args.device)), args.results_root, progress=not args.no_progress,

@@ -29,8 +29,9 @@ from benchmark.harness.runs import run_provenance, update_runs
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
 from benchmark.claims import share
-from benchmark.harness.stages import (DatasetContext, claimed, log, real_control_split, sample_folder, stage_evaluate,
-                                      stage_finetune, stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, stage_evaluate, stage_finetune,
+                                      stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.metrics.evaluate import real_control_split
 from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.io import atomic_write_text, cached_file_sha256
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from benchmark.claims import claim
 from benchmark.data import get_dataset
@@ -27,6 +26,7 @@ from benchmark.harness.identity import stage_config
 from benchmark.harness.wandb_log import finetune_wandb_run
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
+from benchmark.metrics.evaluate import real_control_images, real_control_split
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
 from benchmark.training import LaunchSettings, finetune
@@ -256,30 +256,18 @@ def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n:
 def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num_samples: Optional[int] = None) -> dict:
     """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
     n = num_samples or ctx.exp.sampling.num_samples
-    return _evaluate_cached(ctx, folder.image_paths()[:n], folder.root, folder.config, n,
+    # only a complete set whose every image decodes and matches its recorded hash is scored
+    return _evaluate_cached(ctx, folder.verified_paths(n), folder.root, folder.config, n,
                             f"{spec.spec.describe()} seed={spec.seed}")
-
-
-REAL_SPLITS = {"train": "test", "test": "train", "all": "all"}  # reference split -> where the real control comes from
-
-
-def real_control_split(ref_split: str) -> str:
-    """The real-data control uses images outside the reference statistics when the reference is one split (the
-    other split), and images of the reference itself when it is all of them."""
-    return REAL_SPLITS[ref_split]
 
 
 def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tuple[dict, Path]:
     """The real-data floor: ``num_samples`` real target images (a seeded subset of ``real_control_split``) scored
     exactly like a sample set. Returns (the evaluation result, the folder holding its cached features)."""
-    split = real_control_split(ctx.exp.evaluation.ref_split)
-    images = get_dataset(ctx.dataset, split=split, root=ctx.exp.data_dir())
-    if len(images) < num_samples:
-        raise UserError(f"{ctx.dataset}/{split} has {len(images)} images, fewer than the {num_samples} of a sample set;"
-                        f" set report.controls=false or sampling.num_samples <= {len(images)}")
-    rows = np.sort(np.random.default_rng([seed, len(images)]).choice(len(images), num_samples, replace=False))
-    subset = images.subset(rows)
-    identity = {"real": ctx.dataset, "split": split, "fingerprint": images.fingerprint(), "seed": seed,
+    subset, drawn = real_control_images(ctx.dataset, num_samples, seed, ctx.exp.evaluation.ref_split,
+                                        ctx.exp.data_dir())
+    split = drawn["split"]
+    identity = {"real": ctx.dataset, "split": split, "fingerprint": drawn["fingerprint"], "seed": seed,
                 "num_samples": num_samples}
     root = ctx.dir / "controls" / f"real-{split}-seed{seed}-{config_hash(identity, 8)}"
     root.mkdir(parents=True, exist_ok=True)
