@@ -87,16 +87,17 @@ def test_killed_at_random_points_in_every_stage_then_finished(tiny_experiment, t
     duration = time.perf_counter() - start
     reference = (tmp_path / "straight" / "tiny" / "leaderboard.csv").read_bytes()
     results = tmp_path / "killed"
-    start = time.perf_counter()
-    subprocess.run(command(path, results) + ["--stages", "prepare"], env=ENV, check=True, capture_output=True)
-    startup = time.perf_counter() - start  # imports and the data check: a kill before this kills no work
+    marker = results / "tiny" / "config.yaml"  # written once a run has imported everything and starts working
     rng = np.random.default_rng(0)
     kills = 0
     for _ in range(12):  # each run resumes and gets a little further: the kills fall in every stage in turn
+        started = time.time()
         proc = subprocess.Popen(command(path, results), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (marker.exists() and marker.stat().st_mtime >= started):
+            time.sleep(0.05)
         try:
-            proc.wait(timeout=startup + rng.uniform(0.05, 0.25) * (duration - startup))
+            proc.wait(timeout=rng.uniform(0.02, 0.12) * duration)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
