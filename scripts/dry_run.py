@@ -46,7 +46,8 @@ PROFILES = {
         "finetune.steps=10", "finetune.global_batch_size=8", "finetune.checkpoint_every=10", "finetune.num_workers=2",
         "sampling.num_samples=16", "sampling.steps=10", "sampling.batch_size=16", "selection.num_samples=16",
         "w_grid=[1.0,1.5]", "report.seeds=[1]", "report.fixed_w=[1.5]", "report.bootstrap=10",
-        "evaluation.batch_size=16"]),
+        "evaluation.batch_size=16",
+        "sampling.compile=false"]),  # compiling XL/2 takes minutes; gpu-check's perf_fast and pytest -m gpu cover it
 }
 
 
