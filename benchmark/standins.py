@@ -255,9 +255,12 @@ def write_standins(out_dir: str | Path, model: str = "DiT-XL/2", image_size: int
         "data": ({"classes": classes, "per_class": per_class},
                  lambda: write_caltech101(paths["data_root"], classes, per_class, shared=shared)),
     }
+    written = {"checkpoint": paths["checkpoint"], "autoencoder": paths["autoencoder"] / "config.json",
+               "inception": paths["inception"], "dinov2": paths["dinov2_weights"],
+               "data": paths["data_root"] / "caltech101"}
     for what, (settings, write) in jobs.items():
         key = f"{what}:{paths['checkpoint'].name}" if what == "checkpoint" else what
-        if manifest.get(key) == json.loads(json.dumps(settings)):
+        if manifest.get(key) == json.loads(json.dumps(settings)) and written[what].exists():
             continue
         log(f"standins: writing {what} {settings} ...")
         write()
