@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 EXP    ?= default
 ARGS   ?=
 
-.PHONY: install test test-all benchmark toy perf sweep clean-results
+.PHONY: install test test-all benchmark toy perf sweep clean-results dry-run gpu-check standins
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,19 @@ toy:
 
 perf:
 	$(BIN)/dogbench perf $(ARGS)
+
+# The paper's protocol (experiments/paper.yaml) end to end on stand-in weights: random weights of the real
+# architectures and a few real Caltech-101 images, written once to .dryrun/ (python -m benchmark.standins), then
+# `dogbench run --exp paper` with tiny overrides (scripts/dry_run.py: CPU-sized, or DiT-XL/2 at 256 with CUDA).
+dry-run:
+	$(BIN)/python scripts/dry_run.py --fresh $(ARGS)
+
+# The first thing to run on a GPU machine (< 8 min on one GPU; CPU sizes without CUDA): pytest -m gpu, dogbench perf
+# on DiT-XL/2 and the dry run, summarised in one JSON, results/perf/gpu-check-<device>-<time>.json.
+gpu-check:
+	$(BIN)/python scripts/gpu_check.py $(ARGS)
+
+# Only the stand-in weights and data, into STANDINS (default .dryrun/standins); prints the overrides that use them.
+STANDINS ?= .dryrun/standins
+standins:
+	$(BIN)/python -m benchmark.standins $(STANDINS) $(ARGS)

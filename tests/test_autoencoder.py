@@ -26,6 +26,6 @@ def test_kl_autoencoder_from_local_dir(tiny_vae_dir):
 def test_missing_vae_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download stabilityai/sd-vae-ft-ema") as e:
+    with pytest.raises(FileNotFoundError, match="hf download stabilityai/sd-vae-ft-ema config.json") as e:
         load_autoencoder("sd-vae-ft-ema")
     assert "\n" not in str(e.value)

@@ -92,7 +92,8 @@ def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device
     except Exception as e:
         raise FileNotFoundError(
             f"VAE {spec!r} not found ({type(e).__name__}); download {repo_id} once with "
-            f"`huggingface-cli download {repo_id}` (it goes to the Hugging Face cache) or pass a local diffusers "
+            f"`hf download {repo_id} config.json diffusion_pytorch_model.safetensors` (the huggingface_hub CLI; it "
+            f"goes to the Hugging Face cache) or pass a local diffusers "
             f"directory holding config.json and diffusion_pytorch_model.safetensors") from None
     if not local.is_dir():
         verify_hub_weights(repo_id)
