@@ -73,8 +73,10 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def main_writes() -> Iterator[bool]:
-    """``with main_writes() as mine: if mine: write(...)``: rank 0 writes, and nobody leaves the block before the
-    write is on disk (no rank reads a file another rank is still writing)."""
+    """``with main_writes() as mine: if mine: write(...)``: rank 0 writes once every rank has arrived (so what it
+    writes may sum up their work, e.g. a sample set marked complete), and nobody leaves the block before the write
+    is on disk (no rank reads a file another rank is still writing)."""
+    barrier()
     try:
         yield is_main()
     finally:

@@ -123,3 +123,23 @@ def test_a_rank_killed_mid_stage_then_a_rerun(experiment, tmp_path):
     assert again.returncode == 0, out[-4000:]
     assert "already done" in out  # the fine-tune is not redone
     assert_same_board(pd.read_csv(results / "tiny" / "leaderboard.csv"), reference)
+
+
+def _last_to_arrive_writes_first(rank, init_file, marker):
+    import torch.distributed as dist
+    from benchmark.distributed import main_writes
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        if rank == 1:  # the slow rank: its share lands well after rank 0 reached the block
+            time.sleep(1.0)
+            marker.write_text("rank 1's share")
+        with main_writes() as mine:
+            if mine:
+                assert marker.exists(), "rank 0 wrote its summary before rank 1's share was on disk"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_main_writes_waits_for_every_rank_before_rank_0_writes(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_last_to_arrive_writes_first, args=(tmp_path / "init", tmp_path / "share"), nprocs=2)
