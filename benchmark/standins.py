@@ -10,7 +10,8 @@ What is written (each file in the layout its loader reads with ``strict=True``):
 
     OUT_DIR/checkpoints/DiT-XL-2-256x256.pt    a raw DiT state dict under the release name ($DOGBENCH_CHECKPOINTS)
     OUT_DIR/sd-vae-ft-ema/                     diffusers AutoencoderKL with sd-vae-ft-ema's config (autoencoder: PATH)
-    OUT_DIR/pt_inception-2015-12-05-6726825d.pth    the FID Inception state dict (weights.inception)
+    OUT_DIR/pt_inception-standin.pth           the FID Inception state dict (weights.inception; not under the
+                                               release name, whose hash prefix the loader checks)
     OUT_DIR/dinov2/hubconf.py                  a torch.hub folder whose dinov2_vitl14 is a ViT-L/14 in DINOv2's
                                                state-dict layout (weights.dinov2_hub_dir)
     OUT_DIR/dinov2_vitl14_pretrain.pth         its random weights (weights.dinov2_weights)
@@ -232,7 +233,7 @@ def standin_paths(out_dir: Path, model: str = "DiT-XL/2", image_size: int = 256)
     out_dir = Path(out_dir).resolve()
     return {"checkpoint": out_dir / "checkpoints" / dit_file_name(model, image_size),
             "autoencoder": out_dir / "sd-vae-ft-ema",
-            "inception": out_dir / inception.WEIGHTS_FILENAME,
+            "inception": out_dir / "pt_inception-standin.pth",  # the release name would fail its hash check
             "dinov2_hub_dir": out_dir / "dinov2",
             "dinov2_weights": out_dir / dinov2.WEIGHTS_FILENAME,
             "data_root": out_dir / "data"}

@@ -59,7 +59,7 @@ def test_dinov2_standin_has_the_release_layout():
 
 @pytest.mark.slow  # two 299x299 images through Inception-V3 to set the BatchNorm statistics, then one more
 def test_fid_inception_standin_loads_strictly_with_live_features(tmp_path):
-    path = standins.write_fid_inception(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    path = standins.write_fid_inception(tmp_path / "pt_inception-standin.pth")
     with pytest.warns(UserWarning, match="not the pytorch-fid FID weights"):  # honest about being a stand-in
         net = fid_inception_network(path)
     with torch.no_grad():
