@@ -1,11 +1,13 @@
 """Fine-tuning and pre-training: the loss falls, kill-and-resume is exact, checkpoints survive a full disk, re-heading
 keeps the weights, the EMA export samples, and bad input is one clear error."""
 import errno
+import gc
 import os
 import warnings
 
 import numpy as np
 import pytest
+import lightning.pytorch as pl
 import torch
 
 from benchmark.cli import main
@@ -460,3 +462,23 @@ def test_bf16_finetune_on_gpu(source, tmp_path, strategy):
     again = finetune(source, CALTECH, tmp_path / "again", settings, launch=launch, **QUIET)
     for (k, a), b in zip(torch.load(out)["ema"].items(), torch.load(again)["ema"].values()):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3, msg=k)
+
+
+@needs_caltech
+def test_training_state_is_freed_before_train_returns(tmp_path):
+    """A ``dogbench run`` samples in the process that fine-tuned: gradients, AdamW's moments, the EMA copy and the
+    Lightning objects must be gone by then, without waiting for Python's cycle collector (switched off here)."""
+    from benchmark.training.module import DiffusionTrainer
+    network = DiT(**{**tiny_dit_config(), "num_classes": 101})
+    gc.collect()
+    gc.disable()
+    try:
+        training_run.train(network, CALTECH, tmp_path / "run", TrainSettings.parse({**SMALL, "steps": 2}, "pretrain"),
+                           kind="pretrain", autoencoder="identity", resolution=8, metadata={},
+                           data_root=SHARED_DATA, max_images=64, wandb=WandbSettings(enabled=False), progress=False)
+        alive = [type(o).__name__ for o in gc.get_objects()
+                 if issubclass(type(o), (DiffusionTrainer, torch.optim.Optimizer, pl.Trainer))]  # type(): no module getattr
+    finally:
+        gc.enable()
+    assert alive == []
+    assert all(p.grad is None for p in network.parameters())

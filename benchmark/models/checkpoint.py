@@ -190,13 +190,16 @@ def load_dit(
         raise CheckpointError(
             f"{path} has {config.get('num_classes')} classes but {num_classes} were requested; "
             f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes")
-    net = DiT(**config)
+    with torch.device("meta"):  # no memory and no random init for weights the file replaces (DiT-XL/2: 2.5 GiB)
+        net = DiT(**config)
     problem = describe_mismatch(net, state_dict)
     if problem:
         hint = model if isinstance(model, str) else ("the given DiT arguments" if model else "the saved config")
         raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
                               f"{problem}; pass the matching --model/--num-classes or the right file")
-    net.load_state_dict(state_dict, strict=True)
+    # the file's tensors become the weights; in fp32, whatever precision they were saved in
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
+                        strict=True, assign=True)
     # what else the file says (e.g. the autoencoder and dataset of our own exports), for the caller
     net.checkpoint_meta = {k: v for k, v in obj.items() if k not in ("ema", "model", "state_dict", "optimizer", CONTENT_HASH)
                            and not isinstance(v, torch.Tensor)} if "ema" in obj or "model" in obj else {}
@@ -212,14 +215,13 @@ def reheaded(model: DiT, num_classes: int, seed: Optional[int] = None) -> DiT:
     config = {**model.config, "num_classes": num_classes}
     if config["class_dropout_prob"] <= 0:
         config["class_dropout_prob"] = 0.1  # the fine-tuned model needs a null row for CFG
-    new = DiT(**config)
-    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("y_embedder.")}
-    missing, unexpected = new.load_state_dict(kept, strict=False)
-    assert missing == ["y_embedder.embedding_table.weight"] and not unexpected, (missing, unexpected)
+    with torch.device("meta"):  # every weight is copied from model or drawn below: skip the random init
+        new = DiT(**config)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("y_embedder.")}
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    with torch.no_grad():
-        table = new.y_embedder.embedding_table.weight
-        table.copy_(torch.randn(table.shape, generator=generator) * 0.02)
+    table_shape = new.y_embedder.embedding_table.weight.shape
+    state["y_embedder.embedding_table.weight"] = torch.randn(table_shape, generator=generator) * 0.02
+    new.load_state_dict(state, strict=True, assign=True)
     return new
 
 

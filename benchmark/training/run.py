@@ -20,6 +20,7 @@ through ``dogbench finetune`` (or under torchrun), not from inside a longer scri
 from __future__ import annotations
 
 import dataclasses
+import gc
 import shutil
 import sys
 import time
@@ -33,7 +34,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
-from benchmark.data import get_dataset, get_spec
+from benchmark.data import DatasetSpec, get_dataset, get_spec
 from benchmark.data.latents import is_pixel_space
 from benchmark.devices import tf32
 from benchmark.errors import UserError, first_line
@@ -122,16 +123,18 @@ def lightning_trainer(launch: LaunchSettings, precision: str, *, max_steps: int,
 # The training run shared by finetune and pretrain
 
 
-def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSettings, *, kind: str,
+def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *, kind: str,
           autoencoder: str, resolution: int, metadata: dict, data_root=None, cache_dir=None,
           max_images: Optional[int] = None, launch: LaunchSettings = LaunchSettings(),
           wandb: WandbSettings = WandbSettings(), wandb_run: Optional[WandbRun] = None, progress: bool = True,
           export_path: Optional[Union[str, Path]] = None) -> Path:
-    """Train ``model`` (a DiT whose label table already has the dataset's classes) on ``dataset_name`` into
+    """Train ``model`` (a DiT whose label table already has the dataset's classes) on ``dataset`` (a registry name
+    or a user's own dataset's spec) into
     ``out_dir``; resumes, or returns at once when finished. Returns the EMA export's path. ``wandb_run`` files the
     W&B run (directory, group, job type, name, extra tags and config); by default it goes to ``out_dir/wandb``."""
     out_dir = Path(out_dir)
     ema_path = out_dir / EMA_FILE
+    dataset_name = get_spec(dataset).name
     identity = {"kind": kind, "dataset": dataset_name, "autoencoder": str(autoencoder), "resolution": int(resolution),
                 "max_images": max_images, "model_config": dict(model.config), "settings": settings.identity(),
                 **{k: v for k, v in metadata.items() if k.endswith("sha256")}}
@@ -158,27 +161,71 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
     run_id = (run or {}).get("wandb_id") or uuid.uuid4().hex[:12]
 
     on_gpu = _on_gpu(launch.accelerator)
-    data = TrainingData(dataset_name, resolution, settings.global_batch_size, autoencoder=autoencoder,
-                        split=settings.split, data_root=data_root, seed=settings.seed,
-                        num_workers=settings.num_workers, cache_dir=cache_dir, max_images=max_images, progress=progress)
-    module = DiffusionTrainer(model, lr=settings.lr, weight_decay=settings.weight_decay,
-                              ema_decay=settings.ema_decay, label_dropout=settings.label_dropout,
-                              seed=settings.seed, global_batch_size=settings.global_batch_size)
     precision = settings.precision if on_gpu else "fp32"  # bf16 autocast gains little on CPUs
     if precision != settings.precision:
         print(f"{kind}: training on CPU in fp32, not {settings.precision}", file=sys.stderr)
+    data = dict(dataset=dataset, resolution=resolution, data_root=data_root, cache_dir=cache_dir,
+                max_images=max_images)
+    record = dict(identity=identity, metadata=metadata, export_metadata=export_metadata, run_id=run_id,
+                  wandb=wandb, wandb_run=wandb_run)
+    is_main, session_start, wall = _fit(model, out_dir, settings, kind=kind, autoencoder=autoencoder,
+                                        precision=precision, launch=launch, progress=progress, data=data, record=record)
+    # Lightning's trainer and module refer to each other; they are unreachable now that _fit's frame is gone (any
+    # frame that held them would keep them), and only the cycle collector frees them: do it before sampling starts
+    gc.collect()
+    if not is_main:
+        return ema_path
+    # what the run reached is what its last checkpoint holds: the same for every strategy (with ddp_spawn the
+    # training happened in other processes; with FSDP the EMA in memory is sharded)
+    last = out_dir / LAST_CHECKPOINT
+    step, ema_state = _final_state(last)
+    if step < settings.steps:  # stopped early without an error (e.g. a cluster's SIGTERM)
+        raise UserError(f"training stopped at step {step} of {settings.steps}; rerun the same command to resume")
+    if step > settings.steps:  # resumed from a checkpoint that had already gone further
+        raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
+                        f"pass --steps {step} or another output directory")
+    export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
+    if export_path:
+        _copy_export(ema_path, Path(export_path))
+    first_step, started = session_start or (step, time.perf_counter())
+    steps_run, train_s = step - first_step, time.perf_counter() - started
+    img_per_s = steps_run * settings.global_batch_size / train_s if steps_run and train_s > 0 else None
+    snapshots = {str(n): str(ema_snapshot_path(out_dir, n)) for n in settings.keep_ema_at
+                 if ema_snapshot_path(out_dir, n).is_file()}
+    atomic_write_json(out_dir / TRAINED_FILE, {
+        "steps": step, "ema": str(ema_path), "ema_snapshots": snapshots, "checkpoint": str(last), "precision": precision,
+        "session": {"steps": steps_run, "train_s": round(train_s, 2), "wall_s": round(wall, 2),
+                    "img_per_s": round(img_per_s, 2) if img_per_s else None}})
+    print(f"{kind}: {step} steps done ({steps_run} this session, {train_s:.0f} s"
+          + (f", {img_per_s:.1f} img/s" if img_per_s else "") + f"); EMA weights in {ema_path}")
+    return ema_path
+
+
+def _fit(model, out_dir: Path, settings: TrainSettings, *, kind: str, autoencoder: str, precision: str,
+         launch: LaunchSettings, progress: bool, data: dict, record: dict) -> tuple[bool, Optional[tuple], float]:
+    """Run Lightning's fit for ``train``; returns (this process is rank 0, (first step, start time), wall seconds)
+    with the training-only state freed."""
+    dataset_name = get_spec(data["dataset"]).name
+    data = TrainingData(data["dataset"], data["resolution"], settings.global_batch_size, autoencoder=autoencoder,
+                        split=settings.split, data_root=data["data_root"], seed=settings.seed,
+                        num_workers=settings.num_workers, cache_dir=data["cache_dir"], max_images=data["max_images"],
+                        progress=progress)
+    module = DiffusionTrainer(model, lr=settings.lr, weight_decay=settings.weight_decay,
+                              ema_decay=settings.ema_decay, label_dropout=settings.label_dropout,
+                              seed=settings.seed, global_batch_size=settings.global_batch_size)
     trainer = lightning_trainer(launch, precision, max_steps=settings.steps, progress=progress, out_dir=out_dir,
                                 callbacks=[StepCheckpoint(out_dir / LAST_CHECKPOINT, settings.checkpoint_every),
-                                           EmaSnapshots(out_dir, settings.keep_ema_at, export_metadata, kind)],
+                                           EmaSnapshots(out_dir, settings.keep_ema_at, record["export_metadata"], kind)],
                                 log_every_n_steps=max(1, min(50, settings.steps // 20)))
     if trainer.is_global_zero:
-        atomic_write_json(out_dir / "run.json", {"identity": identity, "settings": settings.to_dict(),
-                                                 "metadata": metadata, "wandb_id": run_id})
+        atomic_write_json(out_dir / "run.json", {"identity": record["identity"], "settings": settings.to_dict(),
+                                                 "metadata": record["metadata"], "wandb_id": record["run_id"]})
     # loggers after the Trainer: it knows this process's rank, and W&B starts only on rank 0
-    config = {**identity, "settings": settings.to_dict(), **metadata, "precision": precision, "steps": settings.steps,
-              "seed": settings.seed, "out_dir": str(out_dir)}
-    filed = _filed(wandb_run or WandbRun(), kind, dataset_name, settings.seed)
-    trainer.loggers = _make_loggers(out_dir, run_id, config, wandb, run=filed) if trainer.is_global_zero else []
+    config = {**record["identity"], "settings": settings.to_dict(), **record["metadata"], "precision": precision,
+              "steps": settings.steps, "seed": settings.seed, "out_dir": str(out_dir)}
+    filed = _filed(record["wandb_run"] or WandbRun(), kind, dataset_name, settings.seed)
+    trainer.loggers = (_make_loggers(out_dir, record["run_id"], config, record["wandb"], run=filed)
+                       if trainer.is_global_zero else [])
     last = out_dir / LAST_CHECKPOINT
     # the EMA copy stays in eval mode on purpose (module.py sets this filter too, for spawned processes)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -195,31 +242,18 @@ def train(model, dataset_name: str, out_dir: Union[str, Path], settings: TrainSe
     finally:
         _finish_wandb(trainer.loggers)
     wall = time.perf_counter() - t0
-    if not trainer.is_global_zero:
-        return ema_path
-    # what the run reached is what its last checkpoint holds: the same for every strategy (with ddp_spawn the
-    # training happened in other processes; with FSDP the EMA in memory is sharded)
-    step, ema_state = _final_state(last)
-    if step < settings.steps:  # stopped early without an error (e.g. a cluster's SIGTERM)
-        raise UserError(f"training stopped at step {step} of {settings.steps}; rerun the same command to resume")
-    if step > settings.steps:  # resumed from a checkpoint that had already gone further
-        raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
-                        f"pass --steps {step} or another output directory")
-    export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
-    if export_path:
-        _copy_export(ema_path, Path(export_path))
-    first_step, started = module.session_start or (step, time.perf_counter())
-    steps_run, train_s = step - first_step, time.perf_counter() - started
-    img_per_s = steps_run * settings.global_batch_size / train_s if steps_run and train_s > 0 else None
-    snapshots = {str(n): str(ema_snapshot_path(out_dir, n)) for n in settings.keep_ema_at
-                 if ema_snapshot_path(out_dir, n).is_file()}
-    atomic_write_json(out_dir / TRAINED_FILE, {
-        "steps": step, "ema": str(ema_path), "ema_snapshots": snapshots, "checkpoint": str(last), "precision": precision,
-        "session": {"steps": steps_run, "train_s": round(train_s, 2), "wall_s": round(wall, 2),
-                    "img_per_s": round(img_per_s, 2) if img_per_s else None}})
-    print(f"{kind}: {step} steps done ({steps_run} this session, {train_s:.0f} s"
-          + (f", {img_per_s:.1f} img/s" if img_per_s else "") + f"); EMA weights in {ema_path}")
-    return ema_path
+    _free_training_state(model, trainer, module)
+    return trainer.is_global_zero, module.session_start, wall
+
+
+def _free_training_state(model, trainer, module) -> None:
+    """Drop what only training needs (gradients, AdamW's moments, the EMA copy, the data), so that a ``dogbench run``
+    going on to sample holds one copy of the weights, not five (DiT-XL/2: 2.5 GiB against 12.6)."""
+    model.zero_grad(set_to_none=True)
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()
+    trainer.strategy.optimizers = []
+    module.ema = None
 
 
 def _filed(run: WandbRun, kind: str, dataset_name: str, seed: int) -> WandbRun:
@@ -256,19 +290,19 @@ def _autoencoder_geometry(autoencoder: str) -> tuple[int, Optional[int]]:
     return vae.downsample, vae.latent_channels()
 
 
-def _dataset_classes(dataset_name: str, data_root) -> int:
-    return get_dataset(dataset_name, split="train", root=data_root).num_classes
+def _dataset_classes(dataset, data_root) -> int:
+    return get_dataset(dataset, split="train", root=data_root).num_classes
 
 
-def finetune(source: Union[str, Path], dataset: str, out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
-             *, data_root=None, autoencoder: str = "sd-vae-ft-ema", source_model: Union[None, str, dict] = None,
+def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir: Union[str, Path],
+             settings: Optional[TrainSettings] = None, *, data_root=None, autoencoder: str = "sd-vae-ft-ema", source_model: Union[None, str, dict] = None,
              source_num_classes: Optional[int] = None, image_size: Optional[int] = None,
              launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
              wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
              max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
-    """Fine-tune the pre-trained DiT in ``source`` (a path or a release name) on registered dataset ``dataset``: the
-    source is re-headed to the dataset's K classes (every weight kept except a fresh label table with a null row K)
-    and trained with ``settings`` (default: the paper's protocol).
+    """Fine-tune the pre-trained DiT in ``source`` (a path or a release name) on ``dataset`` (a registry name, or a
+    user's own dataset's spec): the source is re-headed to the dataset's K classes (every weight kept except a fresh
+    label table with a null row K) and trained with ``settings`` (default: the paper's protocol).
     ``source_model`` (a DiT name or a dict of DiT arguments), ``source_num_classes`` and ``image_size`` describe the
     source when the file does not (the released DiT-XL-2-256x256.pt: "DiT-XL/2", 1000, 256); otherwise the file's
     own config (or its shapes) decide. ``wandb_run`` files the W&B run elsewhere than ``<out_dir>/wandb`` (see
@@ -300,12 +334,12 @@ def finetune(source: Union[str, Path], dataset: str, out_dir: Union[str, Path], 
                  launch=launch, wandb=wandb, wandb_run=wandb_run, progress=progress, export_path=export_path)
 
 
-def pretrain(model: Union[str, dict], dataset: str, out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
+def pretrain(model: Union[str, dict], dataset: Union[str, DatasetSpec], out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
              *, data_root=None, autoencoder: str = "identity", image_size: Optional[int] = None, learn_sigma: bool = True,
              launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
              wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
              max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
-    """Train a DiT from scratch on registered dataset ``dataset`` (e.g. the 32x32 CIFAR-10 source model:
+    """Train a DiT from scratch on ``dataset`` (a registry name or a spec) (e.g. the 32x32 CIFAR-10 source model:
     ``"DiT-N/2"``, identity autoencoder). ``model`` is a name from ``benchmark.models.DiT_models`` or a dict of
     DiT arguments; input size, channels and classes follow the data. Returns ``<out_dir>/ema.pt``."""
     settings = TrainSettings.parse(settings, "pretrain")
