@@ -183,3 +183,19 @@ def test_cli_rejects_unknown_metrics_and_empty_dirs(tmp_path, capsys):
     assert "no images (png, jpg, webp)" in capsys.readouterr().err
     assert main(["evaluate", "--samples", str(tmp_path), "--dataset", "x", "--metrics", "fid,is"]) == 1
     assert "--metrics: unknown metric 'is'" in capsys.readouterr().err
+
+
+def test_feature_networks_load_once_per_process_and_again_for_other_weights(tmp_path, monkeypatch):
+    from benchmark.metrics import evaluate
+    loads = []
+    monkeypatch.setattr(evaluate, "_load_network", lambda space, *args: loads.append(args) or object())
+    first = tmp_path / "a.pth"
+    first.write_bytes(b"1")
+    assert evaluate.build_network("inception", inception_weights=first) is evaluate.build_network(
+        "inception", inception_weights=first)
+    assert len(loads) == 1
+    first.write_bytes(b"22")  # replaced in place: loaded again
+    evaluate.build_network("inception", inception_weights=first)
+    assert len(loads) == 2
+    assert evaluate.build_network("effnet", resolution=32) is not evaluate.build_network("effnet", resolution=64)
+    assert len(loads) == 4

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from benchmark.data import get_dataset
+from benchmark.data import DatasetSpec, get_dataset
 from benchmark.devices import default_device
 from benchmark.distributed import main_writes
 from benchmark.errors import UserError
@@ -39,8 +39,36 @@ def parse_metrics(metrics: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+_NETWORKS: dict[tuple, Any] = {}  # this process's feature networks, loaded once (a benchmark scores hundreds of sets)
+
+
+def _weights_key(*paths) -> tuple:
+    """What identifies the weights behind ``paths``: a replaced file loads again."""
+    def stat(path):
+        path = Path(path).expanduser()
+        return (str(path.resolve()), *((path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else ()))
+    return tuple(stat(p) for p in paths)
+
+
 def build_network(space: str, *, resolution: int | None = None, inception_weights=None, dinov2_hub_dir=None,
                   dinov2_weights=None):
+    """The ``FeatureNetwork`` of ``space``, on the CPU; loaded once per process for the same weights (callers move
+    it to their device and back, never change it)."""
+    if space == "inception":
+        weights = (find_inception_weights(inception_weights),)
+    elif space == "dinov2":
+        weights = (dinov2_hub_dir or hub_cache_repo(), dinov2_weights or hub_cache_weights())
+    elif space == "effnet":
+        weights = ()
+    else:
+        raise ValueError(f"unknown feature space {space!r}")
+    key = (space, resolution if space == "effnet" else None, _weights_key(*weights))
+    if key not in _NETWORKS:
+        _NETWORKS[key] = _load_network(space, resolution, inception_weights, dinov2_hub_dir, dinov2_weights)
+    return _NETWORKS[key]
+
+
+def _load_network(space, resolution, inception_weights, dinov2_hub_dir, dinov2_weights):
     if space == "inception":
         return fid_inception_network(inception_weights)
     if space == "dinov2":
@@ -86,7 +114,7 @@ def default_output(samples_path: Path | None) -> Path | None:
 
 
 def resolve_dataset(dataset, ref_split: str, data_root):
-    if not isinstance(dataset, str):
+    if not isinstance(dataset, (str, DatasetSpec)):
         return dataset  # an ImageDataset or ImageSet already (its own split is the reference split)
     return get_dataset(dataset, split=ref_split, root=data_root)
 
@@ -104,7 +132,7 @@ def real_control_images(dataset, num_images: int, seed: int = 0, ref_split: str 
     """The real-data floor's images: ``num_images`` real images drawn (seeded by ``seed`` and the split's size)
     from ``real_control_split(ref_split)`` of registered ``dataset``, or from a reference set given as an object
     (an ImageSet: its one split). Returns (images, record of what was drawn)."""
-    if isinstance(dataset, str):
+    if isinstance(dataset, (str, DatasetSpec)):
         split = real_control_split(ref_split)
         images = get_dataset(dataset, split=split, root=data_root)
     else:
@@ -126,7 +154,8 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
 
     samples: a folder of images (png, jpg, webp; recursive) or an .npz of uint8 (N, H, W, 3) images (key ``arr_0``
       or ``images``), a list of image files, a uint8 array, a list of PIL images, or an image dataset.
-    dataset: a registry name (loaded with ``split=ref_split``, ``root=data_root``), an ImageDataset or an ImageSet
+    dataset: a registry name (loaded with ``split=ref_split``, ``root=data_root``), a DatasetSpec (a user's own
+      dataset, benchmark.data.folder_dataset), an ImageDataset or an ImageSet
       (a folder or .npz of reference images).
     networks: optional {"inception"|"dinov2"|"effnet": FeatureNetwork} overriding the built-in networks.
     out: where to write the result json; default ``<samples dir>/metrics.json`` for a folder, ``NAME.metrics.json``
