@@ -29,7 +29,7 @@ benchmark:
 
 # An Optuna study of DoG's w on the experiment's first dataset (or DATASET=...), in results/$(EXP)/sweeps/:
 # `make sweep EXP=default TRIALS=8`; watch it with optuna-dashboard (printed at start).
-DATASET ?= $(shell $(BIN)/python -c "from benchmark.harness.loading import load_experiment as l; print(l('$(EXP)').datasets[0])")
+DATASET ?= $(shell $(BIN)/python -c "from benchmark.harness.loading import load_experiment as l; print(l('$(EXP)').dataset_names()[0])")
 METHOD  ?= dog
 TRIALS  ?= 8
 sweep:

@@ -183,10 +183,15 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+DATA_ROOT_HELP = "$DOGBENCH_DATA, else ./data, else ../shared/data"  # the default's wording in every --help
+RESULTS_ROOT_HELP = "$DOGBENCH_RESULTS, else ./results"
+
+
 def data_root(explicit: Optional[str | os.PathLike] = None, *, must_exist: bool = False) -> Path:
-    """Where datasets live: ``explicit`` (a --data-root flag), else $DOGBENCH_DATA, else ``../shared/data`` beside
-    the checkout when it exists, else ``./data``. With ``must_exist``, a root the user chose (flag, config or
-    $DOGBENCH_DATA) that is not a folder is a one-line error: a typo must not silently read other data."""
+    """Where datasets live: ``explicit`` (a --data-root flag or an experiment's data_root), else $DOGBENCH_DATA,
+    else ``./data`` when it exists, else ``../shared/data`` when it exists (both of the working directory), else
+    ``./data``. With ``must_exist``, a root the user chose (flag, config or $DOGBENCH_DATA) that is not a folder is a
+    one-line error: a typo must not silently read other data."""
     env = os.environ.get(DATA_ROOT_ENV)
     if explicit or env:
         root = Path(explicit or env).expanduser()
@@ -202,14 +207,19 @@ def data_root(explicit: Optional[str | os.PathLike] = None, *, must_exist: bool 
 
 
 def _default_data_root() -> Path:
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else REPO_ROOT / "data"
+    """./data, else ../shared/data, of the working directory: a second checkout reads its own data."""
+    for candidate in (Path("data"), Path("..") / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return Path("data").resolve()
 
 
 def results_root(explicit: Optional[str | os.PathLike] = None) -> Path:
+    """Where results go: ``explicit`` (--results-root), else $DOGBENCH_RESULTS, else ./results of the working
+    directory (never the installed checkout's: a second checkout writes its own)."""
     if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get(RESULTS_ROOT_ENV, REPO_ROOT / "results")).expanduser()
+        return Path(explicit).expanduser().resolve()
+    return Path(os.environ.get(RESULTS_ROOT_ENV, "results")).expanduser().resolve()
 
 
 class NetworkError(Exception):

@@ -1,6 +1,6 @@
 """The paper's protocol end to end on stand-in weights, at a size that finishes in minutes: `make dry-run`.
 
-    python scripts/dry_run.py [--profile auto|cpu|gpu] [--dir .dryrun] [--device DEV] [--json PATH] [KEY=VALUE ...]
+    python scripts/dry_run.py [--profile auto|cpu|cpu-xl|gpu] [--dir .dryrun] [--device DEV] [--json PATH] [KEY=VALUE ...]
 
 Writes the stand-ins (benchmark.standins: random weights of the real architectures, a small Caltech-101-layout
 folder of real images) once, then runs ``dogbench run --exp paper`` on them with small overrides, in a child process

@@ -69,6 +69,21 @@ def tiny_dit():
     return model.eval()
 
 
+@pytest.fixture(autouse=True)
+def results_outside_the_checkout(tmp_path_factory, monkeypatch):
+    """A command run without --results-root writes to ./results: never the checkout's during tests."""
+    monkeypatch.setenv("DOGBENCH_RESULTS", str(tmp_path_factory.mktemp("default-results")))
+
+
+@pytest.fixture(autouse=True)
+def fresh_feature_networks():
+    """Tests replace loaders and weights under the same paths; a network kept from another test would hide that."""
+    from benchmark.metrics import evaluate
+    evaluate._NETWORKS.clear()
+    yield
+    evaluate._NETWORKS.clear()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny ops on a shared 2-core machine: a second thread only adds synchronisation waits."""

@@ -13,7 +13,6 @@ from PIL import Image
 from benchmark.data import get_dataset
 from benchmark.data.latents import build_latent_cache
 from benchmark.errors import UserError
-import benchmark.io as io_module
 from benchmark.io import IntegrityError, content_sha256, data_root, file_sha256
 from benchmark.metrics import effnet as effnet_module
 from benchmark.metrics.evaluate import load_sample_features, sample_statistics
@@ -195,7 +194,8 @@ def test_a_chosen_data_root_that_is_missing_is_an_error_not_the_packaged_data(tm
     with pytest.raises(UserError, match="is a file, not a folder"):
         get_dataset("caltech101-32", root=tmp_path / "file")
     monkeypatch.delenv("DOGBENCH_DATA")
-    monkeypatch.setattr(io_module, "REPO_ROOT", tmp_path / "checkout")  # no ../shared/data: the default is ./data
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")  # neither ./data nor ../shared/data: the default is ./data
     assert not data_root().exists() and data_root(data_root(), must_exist=True) == data_root()  # never an error
     monkeypatch.undo()
     assert len(get_dataset("caltech101-32", root=tmp_path)) == 5784  # an existing root without it: the pack

@@ -8,7 +8,7 @@ import torch
 
 from benchmark.metrics import prdc
 from benchmark.metrics.frechet import frechet_distance, gaussian_stats
-from benchmark.metrics.intervals import (FrechetResampler, Interval, PRDCResampler, bootstrap, bootstrap_many,
+from benchmark.metrics.intervals import (FrechetResampler, Interval, PRDCResampler, bootstrap,
                                          fd_interval, paired_fd_difference, paired_prdc_difference, prdc_interval)
 
 

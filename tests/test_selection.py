@@ -1,8 +1,6 @@
 """Choosing each method's w on the selection rows, against choices made by hand."""
 import math
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from benchmark.harness import selection as sel

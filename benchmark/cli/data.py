@@ -6,8 +6,8 @@ from pathlib import Path
 from benchmark.data import DATASETS, get_dataset, get_spec
 from benchmark.data.latents import DTYPES, build_latent_cache, is_pixel_space
 from benchmark.data.prepare import download, placement_instructions, verify
-from benchmark.errors import UserError
-from benchmark.io import data_root
+from benchmark.errors import UserError, did_you_mean
+from benchmark.io import DATA_ROOT_HELP, data_root
 from benchmark.models import load_autoencoder
 
 
@@ -16,10 +16,14 @@ def configure(p, name: str) -> None:
         p.description = ("Without --download: check the dataset found under --root (images per split against the "
                          "official counts, classes, missing files) or, if it is not there, print what to place where. "
                          "With --download: first fetch and unpack the official archives (needs internet).")
-        p.add_argument("dataset", metavar="DATASET", choices=list(DATASETS), help=f"registry name: {', '.join(DATASETS)}")
+        p.add_argument("dataset", metavar="DATASET", nargs="?", default=None,
+                       help=f"registry name ({', '.join(DATASETS)}) or, with --exp, one of the experiment's datasets "
+                            f"(default with --exp: all of them)")
+        p.add_argument("--exp", default=None, help="check the datasets of this experiment (a name in ./experiments "
+                                                   "or the package's, or a YAML path), your own included")
         p.add_argument("--root", "--data-root", dest="root", type=str, default=None,
-                       help="the dataset's folder, or a data root holding it (default: the data root: "
-                            "$DOGBENCH_DATA, else ../shared/data, else ./data; downloads go to <data root>/DATASET)")
+                       help="the dataset's folder, or a data root holding it (default: the experiment's data_root, "
+                            f"else {DATA_ROOT_HELP}; downloads go to <data root>/DATASET)")
         p.add_argument("--download", action="store_true",
                        help="fetch the official archives into --root first (default: off; Stanford Cars and the "
                             "shared 32x32 sets have no download)")
@@ -34,7 +38,7 @@ def configure(p, name: str) -> None:
     p.add_argument("--vae", default="sd-vae-ft-ema", help="sd-vae-ft-ema, sd-vae-ft-mse, a Hugging Face id or a local "
                                                           "diffusers AutoencoderKL folder (default: sd-vae-ft-ema)")
     p.add_argument("--cache-dir", default=None, help="cache root (default: <results>/cache/latents)")
-    p.add_argument("--data-root", default=None, help="dataset root (default: $DOGBENCH_DATA, else ../shared/data)")
+    p.add_argument("--data-root", default=None, help=f"dataset root (default: {DATA_ROOT_HELP})")
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch, each also mirrored (default: 64)")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk file (default: 1024)")
     p.add_argument("--num-workers", type=int, default=4, help="data-loader processes (default: 4)")
@@ -45,10 +49,30 @@ def configure(p, name: str) -> None:
 
 
 def run_prepare(args) -> int:
-    spec = get_spec(args.dataset)
-    root = Path(args.root).expanduser() if args.root else data_root()
+    if args.exp:
+        from benchmark.harness.loading import load_experiment  # the harness only for --exp
+
+        exp = load_experiment(args.exp)
+        names = [args.dataset] if args.dataset else exp.dataset_names()
+        if names[0] not in exp.dataset_names():
+            raise UserError(f"{names[0]} is not a dataset of experiment {exp.name} ({', '.join(exp.dataset_names())})")
+        root = Path(args.root).expanduser() if args.root else exp.data_dir()
+        codes = [_prepare(get_spec(exp.dataset(name)), root, args) for name in names]
+        return max(codes)
+    if args.dataset is None:
+        raise UserError("name a DATASET to check (e.g. dogbench prepare caltech101), or pass --exp NAME to check "
+                        "an experiment's datasets")
+    if args.dataset not in DATASETS:
+        raise UserError(f"unknown dataset {args.dataset!r}{did_you_mean(args.dataset, DATASETS)}; choose one of "
+                        f"{', '.join(DATASETS)}, or pass --exp NAME to check your own datasets in an experiment")
+    return _prepare(get_spec(args.dataset), Path(args.root).expanduser() if args.root else data_root(), args)
+
+
+def _prepare(spec, root: Path, args) -> int:
+    if spec.path is not None:  # a user's own dataset lives at its own path
+        root = spec.path
     if args.download:
-        target = root if args.root else root / spec.name
+        target = root if args.root or spec.path is not None else root / spec.name
         download(spec, target)
         root = target
     if spec.locate(root) is None:

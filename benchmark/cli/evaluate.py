@@ -8,7 +8,7 @@ from benchmark.cli.common import output_file, progress_wanted, quiet_third_party
 from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
-from benchmark.io import atomic_write_json
+from benchmark.io import DATA_ROOT_HELP, atomic_write_json
 from benchmark.metrics.evaluate import (available_metrics, default_output, evaluate_samples, real_control_images,
                                         resolve_dataset)
 from benchmark.metrics.features import ImageSet, ImageSource
@@ -50,7 +50,7 @@ def configure(p, name: str) -> None:
                    help="score an incomplete or partly corrupted dogbench sample folder's intact images; the JSON "
                         "records partial: true and the counts (default: such a folder is an error)")
     p.add_argument("--data-root", default=None, metavar="PATH",
-                   help="dataset root for --dataset (default: $DOGBENCH_DATA, else ../shared/data, else ./data)")
+                   help=f"dataset root for --dataset (default: {DATA_ROOT_HELP})")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth for FID (default: the torch hub checkpoints folder)")
     p.add_argument("--dinov2-hub-dir", default=None, metavar="DIR",

@@ -6,6 +6,7 @@ import sys
 from benchmark.cli.common import quiet_third_party
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
+from benchmark.io import RESULTS_ROOT_HELP
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.run import STAGE_ORDER, run_experiment
 
@@ -21,8 +22,7 @@ def configure(p, name: str) -> None:
     stages.add_argument("--until", default=None, choices=STAGE_ORDER, metavar="STAGE",
                         help="run every stage up to and including STAGE")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--results-root", default=None, help="where <experiment>/ goes (default: $DOGBENCH_RESULTS, "
-                                                        "else results/)")
+    p.add_argument("--results-root", default=None, help=f"where <experiment>/ goes (default: {RESULTS_ROOT_HELP})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sampling.num_samples=500")
     p.set_defaults(func=run)
@@ -33,9 +33,9 @@ def run(args) -> int:
     datasets = None
     if args.datasets:
         datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        unknown = [d for d in datasets if d not in exp.datasets]
+        unknown = [d for d in datasets if d not in exp.dataset_names()]
         if unknown:
-            raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.datasets)}); "
+            raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.dataset_names())}); "
                             f"add them to its datasets or override datasets=[...]")
     if args.until:
         stages = list(STAGE_ORDER[:STAGE_ORDER.index(args.until) + 1])

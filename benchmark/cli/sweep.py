@@ -4,6 +4,7 @@ from __future__ import annotations
 from benchmark.cli.common import quiet_third_party
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
+from benchmark.io import RESULTS_ROOT_HELP
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.storage import check_storage_url
 from benchmark.harness.sweep import run_sweep, study_dir
@@ -25,7 +26,7 @@ def configure(p, name: str) -> None:
     p.add_argument("--worker", type=int, default=0, help="index of this worker when several share the storage; "
                                                          "varies the sampler seed (default: 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--results-root", default=None, help="where <experiment>/ goes (default: $DOGBENCH_RESULTS, else results/)")
+    p.add_argument("--results-root", default=None, help=f"where <experiment>/ goes (default: {RESULTS_ROOT_HELP})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=run)
@@ -33,8 +34,8 @@ def configure(p, name: str) -> None:
 
 def run(args) -> int:
     exp = load_experiment(args.exp, args.overrides)
-    if args.dataset not in exp.datasets:
-        raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.datasets)})")
+    if args.dataset not in exp.dataset_names():
+        raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.dataset_names())})")
     for flag in ("trials", "total_trials"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.errors import UserError
+from benchmark.io import DATA_ROOT_HELP
 from benchmark.harness.loading import find_experiment, load_experiment, read_yaml
 from benchmark.tracking import WandbRun, WandbSettings
 from benchmark.training import LaunchSettings, TrainSettings, finetune, pretrain
@@ -35,7 +36,7 @@ def configure(p, name: str) -> None:
                         "and data_root) or a YAML file with a finetune: / pretrain: section")
     add_settings_flags(p.add_argument_group("training settings (default: --config, else the value shown)"), TrainSettings)
     add_settings_flags(p.add_argument_group("where it runs"), LaunchSettings)
-    p.add_argument("--data-root", default=None, help="dataset root (default: $DOGBENCH_DATA, else ../shared/data)")
+    p.add_argument("--data-root", default=None, help=f"dataset root (default: {DATA_ROOT_HELP})")
     p.add_argument("--cache-dir", default=None, help="latent cache root (default: <results>/cache/latents)")
     p.add_argument("--max-images", type=int, default=None, help="train on this many images, evenly spread (smoke tests)")
     p.add_argument("--no-wandb", action="store_true", help="no Weights & Biases logging (the CSV log is always written)")

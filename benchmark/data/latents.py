@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from benchmark.data.registry import get_dataset
+from benchmark.data.registry import DatasetSpec, get_dataset
 from benchmark.distributed import barrier, main_writes, rank_world
 from benchmark.data.transforms import eval_transform
 from benchmark.io import (atomic_torch_save, atomic_write_json, atomic_write_text, cached_file_sha256, check_sha256,
@@ -184,12 +184,12 @@ def build_latent_cache(dataset, autoencoder, resolution: Optional[int] = None,
     """Encode every image of ``dataset`` (ADM centre crop at ``resolution``, and its mirror image) that the cache
     does not hold yet; returns the complete cache. Safe to interrupt and rerun: finished chunks are kept.
 
-    ``dataset``: an ImageDataset, or a registered name (with ``split``, ``data_root``). ``autoencoder``: a loaded
+    ``dataset``: an ImageDataset, a registered name or a DatasetSpec (with ``split``, ``data_root``). ``autoencoder``: a loaded
     KLAutoencoder or a spec for ``benchmark.models.load_autoencoder``. ``resolution`` defaults to the dataset's."""
     if is_pixel_space(autoencoder):
         raise ValueError("pixel-space models (identity autoencoder) train on the images; there is nothing to cache")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if isinstance(dataset, str):
+    if isinstance(dataset, (str, DatasetSpec)):
         dataset = get_dataset(dataset, split=split, root=data_root)
     if isinstance(autoencoder, (str, os.PathLike)):
         autoencoder = load_autoencoder(autoencoder, device=device)

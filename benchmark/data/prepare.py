@@ -13,8 +13,7 @@ from typing import Optional
 
 from benchmark.errors import UserError
 from benchmark.data.downloads import NetworkError
-from benchmark.data.registry import DATASETS, DatasetSpec, get_dataset, get_spec
-from benchmark.io import data_root
+from benchmark.data.registry import DatasetSpec, get_dataset
 
 # Caltech-101 split by the train.txt/test.txt lists of github.com/MachineLearning2020/Homework2-Caltech101
 CALTECH101_LIST_COUNTS = {"train": 5784, "test": 2893, "all": 8677}
@@ -44,6 +43,8 @@ def download(spec: DatasetSpec, target: Path) -> None:
 
 def placement_instructions(spec: DatasetSpec, root: Path) -> str:
     """What to fetch and where to put it, when the dataset is not under ``root``."""
+    if spec.path is not None:
+        return spec.missing_message(root)
     if spec.npz:
         return (f"{spec.title} is not under {root}: expected the file {root / spec.npz}\n"
                 f"It is part of {spec.source}.")
@@ -75,7 +76,7 @@ def verify(spec: DatasetSpec, root: Path, check_images: bool = False) -> tuple[b
     if "all" in expected and len(splits) == 2:
         splits = splits + ("all",)
     for split in splits:
-        ds = get_dataset(spec.name, split, root=root)
+        ds = get_dataset(spec, split, root=root)
         present = int((ds.class_counts() > 0).sum())
         line = f"  {split:<5} {len(ds):>7} images, {present}/{ds.num_classes} classes"
         want = expected.get(split)

@@ -3,7 +3,7 @@
 The seven target sets of the paper (Zhong et al. 2025, after DiffFit) read their official distribution's layout
 with its standard split; ``folder`` reads any class-per-folder tree; the shared 32x32 sets read the project's .npz.
 
-Where a dataset lives: ``root`` (a --data-root / --root flag, else $DOGBENCH_DATA, else ../shared/data, see
+Where a dataset lives: ``root`` (a --data-root / --root flag, else $DOGBENCH_DATA, else ./data or ../shared/data, see
 ``benchmark.io.data_root``) may be the dataset's own folder, hold it under the registry name (root/food101/...), or
 hold the official archive's top folder (root/food-101/...); the first of these that has the layout's marker file wins.
 """
@@ -43,6 +43,7 @@ class DatasetSpec:
     markers: tuple = ()               # relative paths, any of which marks the dataset's base folder
     expected: dict = field(default_factory=dict)  # official image counts per split, checked by `dogbench prepare`
     download: Optional[Callable] = None           # download(target_dir) where a public source exists
+    path: Optional[Path] = None       # a user's own dataset (folder_dataset): its folder, whatever the data root
 
     def candidates(self, root: Path) -> list[Path]:
         """Folders that may be this dataset's base, in the order they are tried."""
@@ -51,6 +52,8 @@ class DatasetSpec:
 
     def locate(self, root: str | os.PathLike) -> Optional[Path]:
         """The base folder (file layouts) or .npz file (shared sets) under ``root``, or None."""
+        if self.path is not None:
+            return self.path if self.path.is_dir() else None
         root = Path(root).expanduser()
         if self.npz:
             for path in (root / self.npz, root / Path(self.npz).name):
@@ -64,11 +67,15 @@ class DatasetSpec:
 
     def splits_in(self, base: Path) -> tuple[str, ...]:
         """The real splits ("train", "test") this copy has; a plain class-per-folder tree has only "train"."""
-        if self.name == "folder" and not any((base / s).is_dir() for s in ("train", "test")):
+        if self.parse is parsers.parse_folder and not any((base / s).is_dir() for s in ("train", "test")):
             return ("train",)
         return ("train", "test")
 
     def missing_message(self, root: Path) -> str:
+        if self.path is not None:
+            what = "is not a folder" if self.path.exists() else "does not exist"
+            return (f"dataset {self.name}: {self.path} {what}; give the path of a class-per-folder tree "
+                    f"({self.layout})")
         where = self.npz if self.npz else self.layout
         return (f"{self.title} not found under {root}: expected {where}; "
                 f"run `dogbench prepare {self.name} --root PATH` to see how to get it")
@@ -141,12 +148,30 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
 ]}
 
 
+LAYOUTS = {"folder": parsers.parse_folder}  # what a user's own dataset may be: a class-per-folder tree
+
+
+def folder_dataset(name: str, path: str | os.PathLike, layout: str = "folder", resolution: int = 256) -> DatasetSpec:
+    """A user's own dataset under its own name (an experiment's ``{name, path, layout}`` entry): a class-per-folder
+    tree at ``path``, read like the generic ``folder`` set, found there whatever the data root."""
+    if layout not in LAYOUTS:
+        raise UserError(f"dataset {name}: unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    if name in DATASETS:
+        raise UserError(f"dataset name {name!r} is a registered dataset; give your own dataset another name")
+    generic = DATASETS["folder"]
+    return DatasetSpec(name, name, None, resolution, "custom", layout=generic.layout, source=str(path),
+                       parse=LAYOUTS[layout], path=Path(path).expanduser().resolve())
+
+
 def dataset_names(group: Optional[str] = None) -> list[str]:
     """Registered names, optionally only one group: "paper", "generic" or "shared"."""
     return [name for name, spec in DATASETS.items() if group is None or spec.group == group]
 
 
-def get_spec(name: str) -> DatasetSpec:
+def get_spec(name: str | DatasetSpec) -> DatasetSpec:
+    """The spec of a registered name; a spec (a user's own dataset, ``folder_dataset``) is returned as it is."""
+    if isinstance(name, DatasetSpec):
+        return name
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
@@ -165,23 +190,32 @@ def list_files(spec: DatasetSpec, base: Path, split: str, **options) -> parsers.
                            parts[0].class_names)
 
 
-def get_dataset(name: str, split: str = "train", root: Optional[str | os.PathLike] = None,
-                transform: Optional[Callable] = None, **options) -> ImageDataset:
-    """Split ``split`` ("train" | "test" | "all") of registered dataset ``name`` found under ``root`` (default:
-    the data root). ``ds[i]`` is ``(PIL RGB image, int label)``, or ``(transform(image), label)``. ``options`` go to
-    the layout's parser (e.g. ``partition=2`` for sun397, ``label_column=...`` for df20mini)."""
+def locate_dataset(name: str | DatasetSpec, root: Optional[str | os.PathLike] = None) -> Path:
+    """Where ``get_dataset`` reads ``name`` from (its folder, or its .npz) under ``root`` (default: the data root);
+    a one-line UserError naming what to place where when it is not there."""
     spec = get_spec(name)
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    root = data_root(root, must_exist=True)  # a chosen root that is missing is an error, never the pack
+    # a chosen root that is missing is an error, never the pack; a user's own dataset has its own folder
+    root = data_root(root, must_exist=True) if spec.path is None else spec.path
     found = spec.locate(root)
     if found is None and spec.npz:  # the data pack that ships with the package (the offline default benchmark)
         found = spec.locate(PACKAGED_DATA)
     if found is None:
         raise UserError(spec.missing_message(root))
-    if spec.npz:
-        return open_shared(name, found, split, spec.resolution, transform)
+    return found
 
+
+def get_dataset(name: str | DatasetSpec, split: str = "train", root: Optional[str | os.PathLike] = None,
+                transform: Optional[Callable] = None, **options) -> ImageDataset:
+    """Split ``split`` ("train" | "test" | "all") of registered dataset ``name`` found under ``root`` (default:
+    the data root), or of a user's own dataset (a ``folder_dataset`` spec, which knows its folder). ``ds[i]`` is
+    ``(PIL RGB image, int label)``, or ``(transform(image), label)``. ``options`` go to the layout's parser (e.g.
+    ``partition=2`` for sun397, ``label_column=...`` for df20mini)."""
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    found = locate_dataset(spec, root)
+    if spec.npz:
+        return open_shared(spec.name, found, split, spec.resolution, transform)
     listing = list_files(spec, found, split, **options)
     if not listing.files:
         raise UserError(f"{spec.title} at {found}: the {split} split lists no images; expected {spec.layout}")
@@ -191,5 +225,5 @@ def get_dataset(name: str, split: str = "train", root: Optional[str | os.PathLik
         if empty:
             raise UserError(f"{spec.title} at {found}: {len(empty)} class(es) have no {split} images (e.g. "
                             f"{empty[0]!r}); the copy is incomplete: restore it or remove the class")
-    return FileImageDataset(name, split, found, listing.files, listing.labels, listing.class_names,
+    return FileImageDataset(spec.name, split, found, listing.files, listing.labels, listing.class_names,
                             spec.resolution, transform)

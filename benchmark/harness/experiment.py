@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
-from benchmark.data import dataset_names
+from benchmark.data import DatasetSpec, dataset_names, get_dataset
+from benchmark.data.settings import OwnDataset
 from benchmark.errors import did_you_mean
 from benchmark.guidance import INTERVAL, W_DECIMALS, GuidanceScale, MethodSpec
 from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
@@ -42,6 +43,10 @@ METHODS = ("none", "cfg", "dog")  # the default comparison
 def _as_list(value: Any) -> Any:
     """``datasets=cub100-32`` on the command line means a list of one."""
     return value if value is None or isinstance(value, (list, tuple, dict, Settings)) else [value]
+
+
+def _dataset_name(entry: str | OwnDataset) -> str:
+    return entry if isinstance(entry, str) else entry.name
 
 
 class Evaluation(EvaluationSettings):
@@ -173,16 +178,23 @@ WGrid = Annotated[Union[Annotated[list[GuidanceScale], Tag("[list]")], Annotated
                   Discriminator(lambda v: "{range}" if isinstance(v, (dict, WRange)) else "[list]")]
 
 
+# A dataset: a registry name, or your own as {name, path, layout}; validated in the form the user wrote (see WGrid)
+DatasetEntry = Annotated[Union[Annotated[str, Tag("[name]")], Annotated[OwnDataset, Tag("{own}")]],
+                         Discriminator(lambda v: "{own}" if isinstance(v, (dict, OwnDataset)) else "[name]")]
+
+
 class Experiment(Settings):
     """Everything a benchmark run does; ``load_experiment`` reads it from YAML."""
 
     name: str
     """results go to results/<name>/ (default: the file's name without .yaml)"""
-    datasets: list[str]
-    """target datasets, registry names of benchmark.data (e.g. caltech101-32, cub100-32, food101)"""
+    datasets: list[DatasetEntry]
+    """target datasets: registry names of benchmark.data (e.g. caltech101-32, cub100-32, food101), or your own as
+    {name, path, layout: folder} (benchmark/data/settings.py)"""
     description: str = ""
     data_root: Optional[str] = None
-    """where datasets live; null = $DOGBENCH_DATA, else ../shared/data beside the repo, else ./data"""
+    """where registered datasets live (relative: to the experiment file); null = $DOGBENCH_DATA, else ./data, else
+    ../shared/data of the working directory"""
     source: SourceSettings = SourceSettings()
     autoencoder: str = "sd-vae-ft-ema"
     """image <-> latent map: sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space), or a local diffusers folder"""
@@ -202,6 +214,7 @@ class Experiment(Settings):
     launch: Launch = Launch()
 
     _path: Optional[Path] = PrivateAttr(default=None)  # the YAML file (not part of the config or its hash)
+    _fingerprints: dict = PrivateAttr(default_factory=dict)  # data_fingerprint's memory
 
     @model_validator(mode="before")
     @classmethod
@@ -228,7 +241,8 @@ class Experiment(Settings):
     def _unique_nonempty(cls, value: list, info) -> list:
         if not value:
             raise ValueError(f"is empty; give at least one value, e.g. {info.field_name}=[...]")
-        twice = sorted({str(v) for v in value if value.count(v) > 1})
+        names = [_dataset_name(v) for v in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"lists {', '.join(twice)} more than once; remove the duplicates")
         return value
@@ -237,9 +251,10 @@ class Experiment(Settings):
     @classmethod
     def _registered(cls, value: list) -> list:
         known = dataset_names()
-        for name in value:
+        for name in (v for v in value if isinstance(v, str)):
             if name not in known:
-                raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
+                raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, known)} (known: {', '.join(known)}; "
+                                 f"or your own: {{name: {name}, path: FOLDER, layout: folder}})")
         return value
 
     @field_validator("w_grid")
@@ -304,6 +319,22 @@ class Experiment(Settings):
                 "dinov2_hub_dir": w.dinov2_hub_dir and str(self.resolve(w.dinov2_hub_dir)),
                 "dinov2_weights": w.dinov2_weights and str(self.resolve(w.dinov2_weights))}
 
+    def dataset_names(self) -> list[str]:
+        """The names of ``datasets``, in order: what tables, plots and folders call them."""
+        return [_dataset_name(d) for d in self.datasets]
+
+    def dataset(self, name: str) -> str | DatasetSpec:
+        """What ``get_dataset`` reads for ``name``: a registry name, or the spec of your own dataset (its folder
+        resolved against the experiment file)."""
+        entry = next(d for d in self.datasets if _dataset_name(d) == name)
+        return entry if isinstance(entry, str) else entry.spec(self.resolve(entry.path))
+
+    def data_fingerprint(self, name: str) -> str:
+        """The fingerprint of every image of dataset ``name`` (listed once per process)."""
+        if name not in self._fingerprints:
+            self._fingerprints[name] = get_dataset(self.dataset(name), split="all", root=self.data_dir()).fingerprint()
+        return self._fingerprints[name]
+
     def data_dir(self) -> Path:
         return data_root(self.resolve(self.data_root) if self.data_root else None)
 
@@ -335,7 +366,7 @@ class Experiment(Settings):
         """The sample sets that choose each method's parameters: every grid point on the selection seeds, without
         duplicates (an unguided point of any method is the one ``none`` set)."""
         specs = []
-        for ds in [dataset] if dataset is not None else self.datasets:
+        for ds in [dataset] if dataset is not None else self.dataset_names():
             for entry in self.method_entries():
                 for point in self.grid(entry.key):
                     for seed in self.selection.seeds:

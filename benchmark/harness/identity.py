@@ -8,7 +8,8 @@ fast or where, not what. Each stage contains the one before it:
     latents (dataset, image size, autoencoder) < finetune (+ source model, fine-tune settings)
     < sample (+ method, w, seed, sampling settings) < evaluate (+ metrics, reference split)
 
-The data's own fingerprint is for the caller to add.
+A registered dataset is identified by its name (its content is fixed; the latent cache adds its fingerprint); a
+user's own dataset also by the fingerprint of its files (names, sizes, modification times).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def stage_config(exp: Experiment, stage: str, dataset: str, run: Optional[RunSpe
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     config: dict[str, Any] = {"dataset": dataset, "image_size": exp.source.image_size, "autoencoder": exp.autoencoder}
+    if not isinstance(exp.dataset(dataset), str):  # a user's own folder: its name says nothing about its images
+        config["data_fingerprint"] = exp.data_fingerprint(dataset)
     if stage == "latents":
         return config
     finetune = {k: v for k, v in exp.finetune.to_dict().items() if k not in NOT_IDENTITY["finetune"]}

@@ -175,7 +175,7 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
         return hit.iloc[0] if len(hit) else None
 
     rows: list[Row] = []
-    for dataset in exp.datasets:
+    for dataset in exp.dataset_names():
         for method, rule, spec in report_plan(exp, dataset, choice):
             sample_method = method if spec.guided else UNGUIDED  # an unguided point is the fine-tune-only set
             row = Row(dataset, method, rule, spec_w(spec), params_text(spec))
@@ -207,8 +207,8 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
                 sizes.append(int(run["num_samples"]))
     sets = _Sets(results_dir, cache_root)
     frechet = [m for m in COLUMN_ORDER if m in metrics and COLUMNS[m].frechet]
-    complete = [d for d in exp.datasets if {(r.method, r.rule) for r in rows if r.dataset == d}
-                == {(r.method, r.rule) for r in rows if r.dataset == exp.datasets[0]}]
+    complete = [d for d in exp.dataset_names() if {(r.method, r.rule) for r in rows if r.dataset == d}
+                == {(r.method, r.rule) for r in rows if r.dataset == exp.dataset_names()[0]}]
 
     def statistic(indices) -> dict[str, float]:
         out: dict[str, float] = {}

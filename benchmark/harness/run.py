@@ -33,7 +33,10 @@ from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folde
                                       stage_latents, stage_prepare, stage_real_control, stage_sample)
 from benchmark.metrics.evaluate import real_control_split
 from benchmark.harness.wandb_log import NullTracker, make_tracker
-from benchmark.io import atomic_write_text, cached_file_sha256
+from benchmark.data import locate_dataset
+from benchmark.errors import UserError
+from benchmark.io import atomic_write_json, atomic_write_text, cached_file_sha256
+from benchmark.models import CheckpointError, resolve_checkpoint
 
 STAGE_ORDER = ("prepare", "latents", "finetune", "sample", "evaluate", "report")
 GRID_IMAGES = 64
@@ -178,8 +181,8 @@ def current_rows(exp: Experiment, runs):
     """The runs.csv rows made by the experiment's current settings (rows of changed settings stay in the file)."""
     if not len(runs):
         return runs
-    expected = set().union(*(expected_hashes(exp, d) for d in exp.datasets))
-    return runs[runs["config_hash"].astype(str).isin(expected) & runs["dataset"].isin(exp.datasets)]
+    expected = set().union(*(expected_hashes(exp, d) for d in exp.dataset_names()))
+    return runs[runs["config_hash"].astype(str).isin(expected) & runs["dataset"].isin(exp.dataset_names())]
 
 
 def setting_text(w: float, params: str) -> str:
@@ -196,7 +199,7 @@ def sample_grid_figures(exp: Experiment, results_dir: Path, board) -> dict:
     names = {"none": "fine-tune only", "cfg": "CFG", "dog": "DoG"}
     seed = exp.report.seeds[0]
     figures = {}
-    for dataset in exp.datasets:
+    for dataset in exp.dataset_names():
         panels = {}
         best = board[(board["dataset"] == dataset) & (board["rule"] == "best w")] if len(board) else board
         choice = {(dataset, r.method): (float(r.w), r.params if isinstance(r.params, str) else "")
@@ -237,16 +240,41 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     return markdown
 
 
+def resolved_paths(exp: Experiment, results_dir: Path) -> dict:
+    """Every location the run reads or writes, as this process resolves it (relative paths against the experiment
+    file, defaults against the working directory): printed at start, kept in results/<exp>/paths.json."""
+    def found(lookup):
+        try:
+            return str(lookup())
+        except (UserError, CheckpointError) as e:
+            return f"missing ({e})"
+    paths = {"experiment_file": str(exp.path.resolve()) if exp.path else None, "working_directory": str(Path.cwd()),
+             "results": str(results_dir.resolve()), "cache": str((results_dir.parent / "cache").resolve()),
+             "data_root": str(exp.data_dir().resolve()),
+             "datasets": {name: found(lambda n=name: locate_dataset(exp.dataset(n), exp.data_dir()))
+                          for name in exp.dataset_names()},
+             "source_checkpoint": found(lambda: resolve_checkpoint(exp.source_checkpoint(), download=False).resolve()),
+             "autoencoder": exp.autoencoder_spec()}
+    paths.update({k: v for k, v in exp.weight_paths().items() if v})
+    return paths
+
+
 def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, stages: Sequence[str] = STAGE_ORDER,
                    device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
     device = setup(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "config.yaml", exp.to_yaml())
-    datasets = list(datasets or exp.datasets)
+    paths = resolved_paths(exp, results_dir)
+    atomic_write_json(results_dir / "paths.json", paths)
+    log(f"experiment file {paths['experiment_file']}; results in {paths['results']} (caches in {paths['cache']}; "
+        f"every path: paths.json)")
+    log(f"source {paths['source_checkpoint']}; data: "
+        + "; ".join(f"{k} at {v}" for k, v in paths["datasets"].items()))
+    datasets = list(datasets or exp.dataset_names())
     log(f"experiment {exp.name}: {len(datasets)} dataset(s), {len(exp.selection_runs(datasets[0]))} selection sample "
         f"sets each ({exp.selection_num_samples()} images), then the chosen settings on report seeds "
-        f"{exp.report.seeds} ({exp.sampling.num_samples} images); device {device}; results in {results_dir}")
+        f"{exp.report.seeds} ({exp.sampling.num_samples} images); device {device}")
     rank, _ = rank_world()
     tracker = make_tracker(exp, results_root) if rank == 0 else NullTracker()
     rows = []

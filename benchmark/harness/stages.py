@@ -26,7 +26,7 @@ from benchmark.harness.identity import stage_config
 from benchmark.harness.wandb_log import finetune_wandb_run
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
-from benchmark.metrics.evaluate import real_control_images, real_control_split
+from benchmark.metrics.evaluate import real_control_images
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
 from benchmark.training import LaunchSettings, finetune
@@ -56,6 +56,11 @@ class DatasetContext:
     @property
     def dir(self) -> Path:
         return self.results_dir / self.dataset
+
+    @property
+    def data(self):
+        """What ``get_dataset`` reads: the registry name, or the spec of the user's own dataset."""
+        return self.exp.dataset(self.dataset)
 
     @property
     def cache_root(self) -> Path:
@@ -92,7 +97,7 @@ class DatasetContext:
 
 def stage_prepare(ctx: DatasetContext) -> int:
     """Check that the dataset is in place (a missing one is a one-line error naming `dogbench prepare`)."""
-    train = get_dataset(ctx.dataset, split="train", root=ctx.exp.data_dir())
+    train = get_dataset(ctx.data, split="train", root=ctx.exp.data_dir())
     return train.num_classes
 
 
@@ -111,7 +116,7 @@ def stage_latents(ctx: DatasetContext, run: bool = True) -> Optional[Path]:
     experiments skip this. With ``run=False`` only check that the cache is complete."""
     if ctx.exp.autoencoder == "identity":
         return None
-    images = get_dataset(ctx.dataset, split=ctx.exp.finetune.split, root=ctx.exp.data_dir())
+    images = get_dataset(ctx.data, split=ctx.exp.finetune.split, root=ctx.exp.data_dir())
     cache = cache_for(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents")
     if not run:
         if not cache.complete:
@@ -150,7 +155,7 @@ def _finetune(ctx: DatasetContext, out: Path) -> Path:
                             num_nodes=max(1, world // local_world()))
     ema = finetune(
         source=ctx.exp.source_checkpoint(),
-        dataset=ctx.dataset,
+        dataset=ctx.data,
         out_dir=out,
         # the EMA snapshots the methods guide with (autoguidance) are kept while training
         settings=ctx.exp.finetune.replaced(keep_ema_at=sorted(set(ctx.exp.finetune.keep_ema_at)
@@ -243,7 +248,7 @@ def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n:
         return cached["metrics"]
     log(f"{ctx.dataset}: evaluating {what} on {n} images ({', '.join(e.metrics)})")
     # every rank extracts the features of its share; the statistics are combined across ranks
-    result = evaluate_samples(images, ctx.dataset, e.metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
+    result = evaluate_samples(images, ctx.data, e.metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
                               batch_size=e.batch_size, device=ctx.device, max_images=e.max_images(n),
                               cache_dir=ctx.cache_root / "reference",  # shared by experiments
                               features_dir=root, progress=ctx.progress, **ctx.exp.weight_paths())
@@ -264,7 +269,7 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
 def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tuple[dict, Path]:
     """The real-data floor: ``num_samples`` real target images (a seeded subset of ``real_control_split``) scored
     exactly like a sample set. Returns (the evaluation result, the folder holding its cached features)."""
-    subset, drawn = real_control_images(ctx.dataset, num_samples, seed, ctx.exp.evaluation.ref_split,
+    subset, drawn = real_control_images(ctx.data, num_samples, seed, ctx.exp.evaluation.ref_split,
                                         ctx.exp.data_dir())
     split = drawn["split"]
     identity = {"real": ctx.dataset, "split": split, "fingerprint": drawn["fingerprint"], "seed": seed,

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from benchmark.data import get_dataset
+from benchmark.data import get_dataset, get_spec
 from benchmark.data.latents import LatentDataset, build_latent_cache, cache_for, is_pixel_space
 from benchmark.data.transforms import center_crop_arr, eval_transform
 from benchmark.errors import UserError
@@ -98,12 +98,14 @@ class PixelDataset(Dataset):
 class TrainingData(L.LightningDataModule):
     """One dataset split as an endless seeded stream (see the module docstring)."""
 
-    def __init__(self, dataset: str, resolution: int, global_batch_size: int, *, autoencoder: str = "identity",
+    def __init__(self, dataset, resolution: int, global_batch_size: int, *, autoencoder: str = "identity",
                  split: str = "train", data_root: Optional[str | os.PathLike] = None, seed: int = 0,
                  num_workers: int = 0, cache_dir: Optional[str | os.PathLike] = None, max_images: Optional[int] = None,
                  encode_batch_size: int = 64, progress: bool = True):
         super().__init__()
-        self.dataset_name, self.split, self.data_root = dataset, split, data_root
+        # a registry name, or the spec of a user's own dataset (pickled with the module into spawned processes)
+        self.dataset, self.dataset_name = dataset, get_spec(dataset).name
+        self.split, self.data_root = split, data_root
         self.resolution, self.global_batch_size = int(resolution), int(global_batch_size)
         self.autoencoder_spec, self.cache_dir = autoencoder, cache_dir
         self.seed, self.num_workers, self.max_images = seed, num_workers, max_images
@@ -118,7 +120,7 @@ class TrainingData(L.LightningDataModule):
 
     def images(self):
         """The ImageDataset to train on (UserError if missing); ``max_images`` keeps an evenly spread subset."""
-        images = get_dataset(self.dataset_name, split=self.split, root=self.data_root)
+        images = get_dataset(self.dataset, split=self.split, root=self.data_root)
         if self.max_images is not None and self.max_images < len(images):
             images = images.subset(np.linspace(0, len(images) - 1, self.max_images).round().astype(np.int64))
         return images
