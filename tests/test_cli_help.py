@@ -47,3 +47,11 @@ def test_quiet_silences_third_party_warnings_and_loggers_but_not_ours(monkeypatc
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_every_command_prints_its_help():
+    """Help strings come from docstrings; argparse %-formats them, so one stray '%' broke `toy --help`."""
+    commands = build_parser(["run"]).commands  # every command's parser, built on demand below
+    for command in commands:
+        text = build_parser([command]).commands[command].format_help()
+        assert "usage:" in text and "--help" in text, command

@@ -64,7 +64,8 @@ def add_settings_flags(parser, cls: type[Settings], *, exclude: Sequence[str] = 
         text = (field.description or name.replace("_", " ")).rstrip(".")
         if name in notes:
             text += f"; {notes[name]}"
-        help_text = f"{text} (default: {show_default(default, null_word)})"
+        # argparse %-formats help strings: a literal % in a docstring ("95% interval") must be doubled
+        help_text = f"{text} (default: {show_default(default, null_word)})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": dest_prefix + name, "default": None, "help": help_text}
         annotation = field.annotation
         if _is_bool(annotation):
