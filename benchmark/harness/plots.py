@@ -95,7 +95,8 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
     for ax in axes[len(datasets):]:
         ax.set_visible(False)
     if len(datasets):
-        axes[0].legend(fontsize=8)
+        # below the panel: inside it, the legend hides the curves' ends where guidance goes wrong
+        axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -113,7 +114,7 @@ def _report_points(ax, board: Optional[pd.DataFrame], dataset: str, metric: str)
         value, low, high = (float(getattr(row, c)) for c in (metric, f"{metric}_low", f"{metric}_high"))
         ax.errorbar([row.w], [value], yerr=[[value - low], [high - value]], marker="D", ms=6, capsize=4,
                     color=colour, markeredgecolor="black", ls="none",
-                    label=f"report seeds ({row.method}, {row.rule})" if i < 3 else None)
+                    label="leaderboard: report seeds, 95% interval" if i == 0 else None)
 
 
 def plot_metrics_vs_w(rows: Rows, out_dir: str | os.PathLike, metrics: Optional[Sequence[str]] = None,
