@@ -152,3 +152,10 @@ def test_shared_set_missing(tmp_path, capsys):
     assert code == 1 and str(tmp_path / "cifar10" / "cifar10_32_jpeg.npz") in out
     code, _, err = run(capsys, "cifar10-32", "--root", str(tmp_path), "--download")
     assert code == 1 and "no download here" in err
+
+
+def test_a_set_that_ships_with_the_package_is_checked_where_run_reads_it(tmp_path, capsys):
+    """The data root lacks caltech101-32, so `dogbench run` reads the packaged copy: prepare checks that copy."""
+    code, out, _ = run(capsys, "caltech101-32", "--root", str(tmp_path))
+    assert code == 0 and "the copy that ships with the package is used" in out
+    assert "train    5784 images, 101/101 classes, expected 5784" in out

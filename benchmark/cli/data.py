@@ -6,6 +6,7 @@ from pathlib import Path
 from benchmark.data import DATASETS, get_dataset, get_spec
 from benchmark.data.latents import DTYPES, build_latent_cache, is_pixel_space
 from benchmark.data.prepare import download, placement_instructions, verify
+from benchmark.data.registry import PACKAGED_DATA
 from benchmark.errors import UserError, did_you_mean
 from benchmark.io import DATA_ROOT_HELP, data_root
 from benchmark.models import load_autoencoder
@@ -75,6 +76,10 @@ def _prepare(spec, root: Path, args) -> int:
         target = root if args.root or spec.path is not None else root / spec.name
         download(spec, target)
         root = target
+    if spec.locate(root) is None and spec.npz and spec.locate(PACKAGED_DATA) is not None:
+        # what `dogbench run` reads when the data root lacks it: check that copy, and say so
+        print(f"{spec.name} is not under {root}; the copy that ships with the package is used ({PACKAGED_DATA})")
+        root = PACKAGED_DATA
     if spec.locate(root) is None:
         print(placement_instructions(spec, root))
         return 1
