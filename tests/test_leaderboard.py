@@ -97,6 +97,10 @@ def test_numbers_come_from_report_samples_with_intervals(setup):
         # DoG's features sit much closer to the reference: both paired differences are resolved
         assert dog["fd_effnet_diff_vs_none_high"] < 0 and dog["fd_effnet_significant_vs_none"]
         assert dog["fd_effnet_improvement_vs_cfg_pct_low"] > 0
+        # CFG against fine-tune only (does guidance help at all), never against itself
+        assert cfg["fd_effnet_diff_vs_none"] == pytest.approx(cfg["fd_effnet"] - none["fd_effnet"])
+        assert cfg["fd_effnet_diff_vs_none_low"] <= cfg["fd_effnet_diff_vs_none"] <= cfg["fd_effnet_diff_vs_none_high"]
+        assert not np.isfinite(cfg["fd_effnet_diff_vs_cfg"])
 
 
 def test_controls_and_average(setup):

@@ -2,20 +2,20 @@
 only, with a bootstrap interval on every number and paired intervals on each method's differences.
 
 Rows, per dataset: ``none`` (fine-tune only), each method at the parameters chosen on the selection seeds (rule
-``best w``), each method with a scale w at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as many real target images
-as a sample set, scored like one: the floor a generator could reach at this sample count) and ``seed noise`` (fine-tune
-only under two seeds, compared like two methods: the smallest difference the benchmark resolves at this size). Then
-``average`` rows over the datasets that have every row.
+``best w``), each method with a scale w at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as
+many real target images as a sample set, scored like one: the floor a generator could reach at this sample count)
+and ``seed noise`` (fine-tune only under two seeds, compared like two methods: the smallest difference the benchmark
+resolves at this size). Then ``average`` rows over the datasets that have every row.
 
 Numbers: a metric is the mean over report seeds of its value on each seed's sample set. Intervals come from one
 bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
 is resampled with the same indices (the methods share noise and labels per index, so their differences are paired),
-different seeds and datasets independently, reference statistics held fixed. A difference is marked significant
-when its interval excludes 0. On the rows of every method but none and cfg (DoG first of all), for each Frechet
-distance: ``diff_vs_B`` = method - B and the paper's relative improvement ``improvement_vs_B_pct`` = (B - method) /
-B * 100, each with its interval (B = cfg under the same rule, and none). On
-``best w`` rows, ``<metric>_selection`` is the value on the selection seeds at the chosen w and ``<metric>_gap`` the
-report value minus it: how optimistic the selection score was.
+different seeds and datasets independently, reference statistics held fixed. A difference is marked significant when
+its interval excludes 0. On the rows of every guided method (DoG first of all; CFG against none only), for each
+Frechet distance: ``diff_vs_B`` = method - B and the paper's relative improvement ``improvement_vs_B_pct`` = (B -
+method) / B * 100, each with its interval (B = cfg under the same rule, and none). On ``best w`` rows,
+``<metric>_selection`` is the value on the selection seeds at the chosen w and ``<metric>_gap`` the report value
+minus it: how optimistic the selection score was.
 """
 from __future__ import annotations
 
@@ -238,9 +238,11 @@ def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, ca
             per_row[(AVERAGE, method, rule)] = mean
             out.update({f"{AVERAGE}|{method}|{rule}|{c}": v for c, v in mean.items()})
         for (dataset, method, rule), values in per_row.items():
-            if method in (UNGUIDED, "cfg", "real"):
+            if method in (UNGUIDED, "real"):
                 continue
             for baseline in BASELINES:
+                if baseline == method:  # CFG is compared with fine-tune only: does guidance help at all
+                    continue
                 base = per_row.get((dataset, baseline, rule if baseline == "cfg" else "baseline"))
                 if base is None:
                     continue
