@@ -20,6 +20,7 @@ through ``dogbench finetune`` (or under torchrun), not from inside a longer scri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import shutil
 import sys
@@ -164,12 +165,20 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
     precision = settings.precision if on_gpu else "fp32"  # bf16 autocast gains little on CPUs
     if precision != settings.precision:
         print(f"{kind}: training on CPU in fp32, not {settings.precision}", file=sys.stderr)
-    data = dict(dataset=dataset, resolution=resolution, data_root=data_root, cache_dir=cache_dir,
-                max_images=max_images)
-    record = dict(identity=identity, metadata=metadata, export_metadata=export_metadata, run_id=run_id,
-                  wandb=wandb, wandb_run=wandb_run)
-    is_main, session_start, wall = _fit(model, out_dir, settings, kind=kind, autoencoder=autoencoder,
-                                        precision=precision, launch=launch, progress=progress, data=data, record=record)
+    # made inside _fit (the data module, and the loggers once the trainer knows this process's rank), so that
+    # nothing of training outlives its frame
+    make_data = functools.partial(
+        TrainingData, dataset, resolution, settings.global_batch_size, autoencoder=autoencoder, split=settings.split,
+        data_root=data_root, seed=settings.seed, num_workers=settings.num_workers, cache_dir=cache_dir,
+        max_images=max_images, progress=progress)
+    config = {**identity, "settings": settings.to_dict(), **metadata, "precision": precision,
+              "steps": settings.steps, "seed": settings.seed, "out_dir": str(out_dir)}
+    make_loggers = functools.partial(_make_loggers, out_dir, run_id, config, wandb,
+                                     run=_filed(wandb_run or WandbRun(), kind, dataset_name, settings.seed))
+    run_json = {"identity": identity, "settings": settings.to_dict(), "metadata": metadata, "wandb_id": run_id}
+    is_main, session_start, wall = _fit(model, out_dir, settings, kind=kind, precision=precision, launch=launch,
+                                        progress=progress, make_data=make_data, make_loggers=make_loggers,
+                                        run_json=run_json, export_metadata=export_metadata)
     # Lightning's trainer and module refer to each other; they are unreachable now that _fit's frame is gone (any
     # frame that held them would keep them), and only the cycle collector frees them: do it before sampling starts
     gc.collect()
@@ -201,31 +210,23 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
     return ema_path
 
 
-def _fit(model, out_dir: Path, settings: TrainSettings, *, kind: str, autoencoder: str, precision: str,
-         launch: LaunchSettings, progress: bool, data: dict, record: dict) -> tuple[bool, Optional[tuple], float]:
+def _fit(model, out_dir: Path, settings: TrainSettings, *, kind: str, precision: str, launch: LaunchSettings,
+         progress: bool, make_data, make_loggers, run_json: dict, export_metadata: dict
+         ) -> tuple[bool, Optional[tuple], float]:
     """Run Lightning's fit for ``train``; returns (this process is rank 0, (first step, start time), wall seconds)
     with the training-only state freed."""
-    dataset_name = get_spec(data["dataset"]).name
-    data = TrainingData(data["dataset"], data["resolution"], settings.global_batch_size, autoencoder=autoencoder,
-                        split=settings.split, data_root=data["data_root"], seed=settings.seed,
-                        num_workers=settings.num_workers, cache_dir=data["cache_dir"], max_images=data["max_images"],
-                        progress=progress)
+    data = make_data()
     module = DiffusionTrainer(model, lr=settings.lr, weight_decay=settings.weight_decay,
                               ema_decay=settings.ema_decay, label_dropout=settings.label_dropout,
                               seed=settings.seed, global_batch_size=settings.global_batch_size)
     trainer = lightning_trainer(launch, precision, max_steps=settings.steps, progress=progress, out_dir=out_dir,
                                 callbacks=[StepCheckpoint(out_dir / LAST_CHECKPOINT, settings.checkpoint_every),
-                                           EmaSnapshots(out_dir, settings.keep_ema_at, record["export_metadata"], kind)],
+                                           EmaSnapshots(out_dir, settings.keep_ema_at, export_metadata, kind)],
                                 log_every_n_steps=max(1, min(50, settings.steps // 20)))
     if trainer.is_global_zero:
-        atomic_write_json(out_dir / "run.json", {"identity": record["identity"], "settings": settings.to_dict(),
-                                                 "metadata": record["metadata"], "wandb_id": record["run_id"]})
+        atomic_write_json(out_dir / "run.json", run_json)
     # loggers after the Trainer: it knows this process's rank, and W&B starts only on rank 0
-    config = {**record["identity"], "settings": settings.to_dict(), **record["metadata"], "precision": precision,
-              "steps": settings.steps, "seed": settings.seed, "out_dir": str(out_dir)}
-    filed = _filed(record["wandb_run"] or WandbRun(), kind, dataset_name, settings.seed)
-    trainer.loggers = (_make_loggers(out_dir, record["run_id"], config, record["wandb"], run=filed)
-                       if trainer.is_global_zero else [])
+    trainer.loggers = make_loggers() if trainer.is_global_zero else []
     last = out_dir / LAST_CHECKPOINT
     # the EMA copy stays in eval mode on purpose (module.py sets this filter too, for spawned processes)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
