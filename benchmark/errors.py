@@ -21,7 +21,9 @@ class ConfigError(UserError, ValueError):
 
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
     """``"; did you mean 'x'?"`` for the closest choice, or ``""`` when nothing is close."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    choices = [str(c) for c in choices]
+    swapped = [c for c in choices if sorted(c) == sorted(str(word)) and c != str(word)]  # letters swapped: cgf -> cfg
+    close = swapped[:1] or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -48,20 +48,21 @@ def test_formulas():
 
 def test_every_builtin_formula_by_hand():
     models, _ = nets()
-    x, t, y = torch.randn(2, 4, 2, 2), torch.tensor([10, 500]), torch.tensor([0, 2])
+    x, t, y, y_random = torch.randn(2, 4, 2, 2), torch.tensor([10, 500]), torch.tensor([0, 2]), torch.tensor([3, 1])
     ft, pre, weak = models["finetuned"], models["pretrained"], models["weak"]
     c, u = ft.eps(x, t, y), ft.eps(x, t, torch.full_like(y, NULL_FT))
-    s, k = pre.eps(x, t, torch.full_like(y, NULL_PRE)), weak.eps(x, t, y)
+    s, k, r = pre.eps(x, t, torch.full_like(y, NULL_PRE)), weak.eps(x, t, y), ft.eps(x, t, y_random)
     expected = {
         ("none", ()): c,
         ("cfg", (("w", 2.5),)): c + 1.5 * (c - u),
         ("dog", (("w", 2.5),)): c + 1.5 * (c - s),
         ("cfg+dog", (("w_cfg", 2.0), ("w_dog", 3.0))): c + 1.0 * (c - u) + 2.0 * (c - s),
         ("autoguidance", (("w", 0.5),)): c - 0.5 * (c - k),
+        ("icg", (("w", 2.5),)): c + 1.5 * (c - r),  # the fine-tune with a random other class
     }
     assert {name for name, _ in expected} == set(BUILTIN_METHODS)
     for (name, params), want in expected.items():
-        out = GuidedDenoiser(resolve_method(name, dict(params)), models)(x, t, y)
+        out = GuidedDenoiser(resolve_method(name, dict(params)), models)(x, t, y, y_random)
         torch.testing.assert_close(out[:, :3], want[:, :3], msg=name)
         assert torch.equal(out[:, 3:], ft(x, t, y)[:, 3:]), name  # 4th eps channel and variance: conditional
     all_channels = GuidedDenoiser(resolve_method("dog", w=2.5), models, guided_channels=None)(x, t, y)
@@ -87,12 +88,15 @@ def test_unguided_values_return_the_conditional_exactly_and_run_no_guide(name):
     ("cfg+dog", {"w_cfg": 1, "w_dog": 2}, [("ft", [0, 2]), ("pre", [NULL_PRE] * 2)]),
     ("cfg+dog", {"w_cfg": 2, "w_dog": 1}, [("ft", [0, 2, NULL_FT, NULL_FT])]),
     ("autoguidance", {"w": 2}, [("ft", [0, 2]), ("weak", [0, 2])]),  # the weak model gets the same class
+    ("icg", {"w": 2}, [("ft", [0, 2, 4, 1])]),  # ICG: the random classes join the conditional call, batch 2B
 ])
 def test_forwards_are_skipped_when_not_needed_and_batched_per_model(name, params, expected_calls):
     models, calls = nets()
     spec = resolve_method(name, params)
-    GuidedDenoiser(spec, models)(torch.randn(2, 4, 2, 2), torch.tensor([5, 6]), torch.tensor([0, 2]))
+    den = GuidedDenoiser(spec, models)
+    den(torch.randn(2, 4, 2, 2), torch.tensor([5, 6]), torch.tensor([0, 2]), torch.tensor([4, 1]))
     assert calls == expected_calls
+    assert den.forwards == sum(len(y) for _, y in calls) // 2 == spec.calls_per_step()  # per image, 2B counts 2
 
 
 def test_cfg_dog_with_one_scale_at_one_is_exactly_the_other_method():
@@ -182,14 +186,13 @@ def test_a_users_method_from_module_attribute():
     run = lambda method, **p: GuidedDenoiser(resolve_method(method, p), models)(x, t, y)  # noqa: E731
     for reference in ("guidance_plugin:mixed_null", "guidance_plugin:make_mixed_null"):  # the object or a factory
         spec = resolve_method(reference, w=2.0, mix=0.25)
-        assert spec.method is guidance_plugin.mixed_null and spec.params == {"w": 2.0, "mix": 0.25, "eta": 1.0,
-                                                                              "norm_threshold": 0.0}
+        assert spec.method is guidance_plugin.mixed_null and spec.params == {"w": 2.0, "mix": 0.25}
         assert spec.identity() == {"method": "mixed-null", "w": 2.0, "params": {"mix": 0.25},
                                    "method_source": reference}
         assert resolve_method(**spec.to_dict()).identity() == spec.identity()  # the spec round-trips
     torch.testing.assert_close(run("guidance_plugin:mixed_null", w=2.0, mix=0.0), run("cfg", w=2.0))
     torch.testing.assert_close(run("guidance_plugin:mixed_null", w=2.0, mix=1.0), run("dog", w=2.0))
-    # APG and the interval come with every guided method, a user's too
+    # APG (a wrapper selected by its parameters) and the interval apply to every guided method, a user's too
     assert resolve_method("guidance_plugin:mixed_null", eta=0.0, interval="0,500").projected
 
 

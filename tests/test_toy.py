@@ -143,7 +143,7 @@ def test_toy_runs_every_builtin_guided_method_and_the_apg_variants():
     from benchmark.toy.settings import ToyConfig
 
     runs = toy_runs(ToyConfig.parse({"w_grid": [1, 3], "plot_w": 3}))
-    assert [r.label for r in runs] == ["none", "cfg", "dog", "cfg+dog", "autoguidance", "cfg+APG", "dog+APG"]
+    assert [r.label for r in runs] == ["none", "cfg", "dog", "cfg+dog", "autoguidance", "icg", "cfg+APG", "dog+APG"]
     assert {r.spec.name for r in runs} == set(BUILTIN_METHODS)
     by = {r.label: r.spec for r in runs}
     assert by["cfg+dog"].params["w_cfg"] == by["cfg+dog"].params["w_dog"] == 2.0  # half the extrapolation each

@@ -7,8 +7,13 @@
     autoguidance  eps_c + (w - 1) d_weak               weak: an earlier checkpoint of the fine-tune, the same class
                                                        (Karras et al. 2024, "Guiding a diffusion model with a bad
                                                        version of itself")
+    icg           eps_c + (w - 1) d_random_class       random_class: the fine-tuned model with a random class other
+                                                       than the sample's, drawn per sample from (seed, index)
+                                                       (Sadat et al., ICLR 2025, independent condition guidance:
+                                                       guidance for a model trained without label dropout)
 
-Every guided method also takes the guidance interval and APG's eta / norm_threshold (applied by the denoiser). The
+Every guided method also takes a combination rule (rule=apg|cfg-zero-star|fdg, combine.py) and a schedule
+(schedule=constant|interval|ramp-up|ramp-down, schedule.py), applied by the denoiser. The
 arithmetic keeps the historical order of operations (``eps_c + (w - 1) * (eps_c - eps_g)``), so CFG and DoG samples
 are bit-identical to those of the code before the registry.
 """
@@ -18,7 +23,7 @@ from typing import Mapping
 
 from torch import Tensor
 
-from benchmark.guidance.method import FINETUNED, PRETRAINED, Guide, Method, register_method, scale_param
+from benchmark.guidance.method import FINETUNED, PRETRAINED, RANDOM, Guide, Method, register_method, scale_param
 
 WEAK = "weak"  # the checkpoint name autoguidance's guide is loaded under (--guide-checkpoint weak=PATH)
 
@@ -43,6 +48,10 @@ def extrapolate_weak(eps: Tensor, deltas: Mapping[str, Tensor], params: Mapping[
     return eps + (params["w"] - 1.0) * deltas["weak"]
 
 
+def extrapolate_random_class(eps: Tensor, deltas: Mapping[str, Tensor], params: Mapping[str, float]) -> Tensor:
+    return eps + (params["w"] - 1.0) * deltas["random_class"]
+
+
 NONE = register_method(Method("none", unguided, doc="fine-tune only: the conditional prediction"))
 CFG = register_method(Method(
     "cfg", extrapolate_uncond, (Guide("uncond", FINETUNED, "null", "w"),), (scale_param(),),
@@ -60,4 +69,8 @@ AUTOGUIDANCE = register_method(Method(
     doc="autoguidance: away from an earlier checkpoint of the fine-tune, conditional on the same class "
         "(--guide-checkpoint weak=ema-stepN.pt)"))
 
-BUILTIN = (NONE, CFG, DOG, CFG_DOG, AUTOGUIDANCE)
+ICG = register_method(Method(
+    "icg", extrapolate_random_class, (Guide("random_class", FINETUNED, RANDOM, "w"),), (scale_param(),),
+    doc="independent condition guidance: away from the fine-tuned model called with a random other class"))
+
+BUILTIN = (NONE, CFG, DOG, CFG_DOG, AUTOGUIDANCE, ICG)

@@ -3,15 +3,19 @@
 A ``Method`` says
 
 - the guide predictions it needs (``Guide``: which model - the fine-tuned model, the pre-trained source, or an extra
-  checkpoint such as an earlier fine-tune step - and which label - that model's null label or the sample's class),
+  checkpoint such as an earlier fine-tune step - and which label - that model's null label, the sample's class, or a
+  random class other than the sample's),
 - its parameters (``Param``: range, default, and for a guidance scale the value that makes it unguided),
 - its combination rule, a pure tensor function ``rule(eps_cond, deltas, params) -> eps`` on the guided channels,
-  where ``deltas[guide] = eps_cond - eps_guide`` (zero for a guide that is off because its scale is unguided).
+  where ``deltas[guide] = eps_cond - eps_guide`` (zero for a guide that is off because its scale is unguided). A rule
+  may take a fourth argument, ``rule(eps_cond, deltas, params, at)``: ``at.t`` the model's timestep of the call and
+  ``at.progress`` the fraction of sampling steps done (``Step``, steps.py).
 
 ``resolve_method(name_or_object, params)`` validates the parameters once and returns a ``MethodSpec``: the method with
-every parameter's value, the guidance interval, and where the method came from (a registry name, or
-``module:attribute`` naming a ``Method`` or a factory returning one). Everything downstream - the denoiser, the
-sample identity, the toy - reads the spec and trusts it.
+every parameter's value, the combination rules that wrap it (``rule=apg|cfg-zero-star|fdg``, combine.py), its
+schedule (``schedule=constant|interval|ramp-up|ramp-down``, schedule.py), and where the method came from (a registry
+name, or ``module:attribute`` naming a ``Method`` or a factory returning one). Everything downstream - the denoiser,
+the sample identity, the toy - reads the spec and trusts it.
 
 Whether a spec guides at all is decided here, in ``MethodSpec.active_guides``: a guide whose scale parameter is at
 its unguided value is off, and a spec with no guide on is the unguided prediction (sample identity ``none``).
@@ -19,78 +23,67 @@ its unguided value is off, and a spec with no guide on is the unguided predictio
 from __future__ import annotations
 
 import importlib
-import math
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from torch import Tensor
 
 from benchmark.errors import ConfigError, did_you_mean, first_line
-from benchmark.guidance.projection import ETA, ETA_OFF, NORM_OFF, NORM_THRESHOLD, is_projected
-from benchmark.guidance.scale import W_DECIMALS, W_MAX, W_MIN, GuidanceInterval
+from benchmark.guidance.combine import APG, COMBINATIONS, Combination
+from benchmark.guidance.param import Param, scale_param  # noqa: F401 - scale_param: the plug-in API's
+from benchmark.guidance.scale import GuidanceInterval
+from benchmark.guidance.schedule import CONSTANT, INTERVAL_SCHEDULE, SCHEDULES, T_HIGH, T_LOW, Schedule
 
 FINETUNED, PRETRAINED = "finetuned", "pretrained"  # the two models every sampler knows; other names are checkpoints
-LABELS = ("null", "cond")
+RANDOM = "random"  # a guide label: per sample, a class other than its own, drawn from (seed, index) by the sampler
+LABELS = ("null", "cond", RANDOM)
 
-# rule(eps_cond, deltas, params) -> eps, all on the guided channels
-Rule = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, float]], Tensor]
+# rule(eps_cond, deltas, params[, at]) -> eps, all on the guided channels
+Rule = Callable[..., Tensor]
+
+# Keys every method with guides takes besides its own parameters: the guidance interval (LOW,HIGH timesteps; the
+# interval schedule, kept as one key for experiments written before schedules), the combination rules and the
+# schedule by name, and their parameters.
+INTERVAL, RULE, SCHEDULE = "interval", "rule", "schedule"
+RULE_PARAMS = {p.name: c for c in COMBINATIONS.values() for p in c.params}
+SCHEDULE_PARAMS = {p.name: s for s in SCHEDULES.values() for p in s.params}
+RESERVED = (INTERVAL, RULE, SCHEDULE, *RULE_PARAMS, *SCHEDULE_PARAMS)
+APG_PARAMS = tuple(p.name for p in COMBINATIONS[APG].params)  # given to a method, they select APG (as they always did)
+
+
+def takes_step(rule: Rule) -> bool:
+    """Whether ``rule`` takes the fourth argument ``at`` (four positional parameters, or ``*args``)."""
+    try:
+        parameters = inspect.signature(rule).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: the three-argument form
+        return False
+    kinds = [p.kind for p in parameters]
+    positional = sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
+    return positional >= 4 or inspect.Parameter.VAR_POSITIONAL in kinds
+
+
+def _takes_three(rule: Rule) -> bool:
+    try:
+        parameters = list(inspect.signature(rule).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
 @dataclass(frozen=True)
 class Guide:
     """One guide prediction: ``model`` (``finetuned``, ``pretrained`` or an extra checkpoint's name, e.g. ``weak``)
-    called with ``label`` (``null``: that model's own null label; ``cond``: the sample's class). ``scale`` names the
-    parameter whose unguided value turns this guide off (no forward pass); None: the guide is always on."""
+    called with ``label`` (``null``: that model's own null label; ``cond``: the sample's class; ``random``: a class
+    other than the sample's, drawn per sample from (seed, index)). ``scale`` names the parameter whose unguided value
+    turns this guide off (no forward pass); None: the guide is always on."""
 
     name: str
     model: str
     label: str = "null"
     scale: Optional[str] = "w"
-
-
-@dataclass(frozen=True)
-class Param:
-    """A number a method takes: its range, its default, and (for a guidance scale) the value that makes the guides
-    it scales contribute nothing. ``decimals`` rounds values (guidance scales: 4), so grids compare exactly."""
-
-    name: str
-    low: float
-    high: float
-    default: float
-    unguided: Optional[float] = None
-    doc: str = ""
-    decimals: Optional[int] = None
-
-    def check(self, value: Any, where: str) -> float:
-        """The value as a float in range, or a one-line ConfigError naming the fix."""
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {self.name}={value!r} is not a number; pass a value in "
-                              f"[{self.low:g}, {self.high:g}], e.g. {self.name}={self.default:g}") from None
-        if not math.isfinite(number) or not (self.low <= number <= self.high):
-            hint = f" ({self.name}={self.unguided:g} is unguided)" if self.unguided is not None else ""
-            raise ConfigError(f"{where}: {self.name}={value} is outside [{self.low:g}, {self.high:g}]; pass a value "
-                              f"in range, e.g. {self.name}={self.default:g}{hint}")
-        return round(number, self.decimals) if self.decimals is not None else number
-
-
-def scale_param(name: str = "w", doc: str = "guidance scale; 1 = unguided") -> Param:
-    """A guidance scale: [0, 20], default 1.5 (the command line's), unguided at 1, rounded to 4 decimals."""
-    return Param(name, W_MIN, W_MAX, default=1.5, unguided=1.0, doc=doc, decimals=W_DECIMALS)
-
-
-# Parameters every method with guides takes, applied by the denoiser (not by the rule): the guidance interval (a pair
-# of timesteps, GuidanceInterval) and APG's two numbers (benchmark.guidance.projection), off by default.
-INTERVAL = "interval"
-PROJECTION_PARAMS = (
-    Param(ETA, 0.0, 1.0, default=ETA_OFF, doc="APG: weight of the update's component parallel to the conditional "
-                                               "denoised prediction (1 = the plain rule, 0 = removed)"),
-    Param(NORM_THRESHOLD, 0.0, 1e4, default=NORM_OFF, doc="APG: the largest norm of the update (x0 units, per "
-                                                           "sample, over the guided channels); 0 = no cap"),
-)
 
 
 @dataclass(frozen=True)
@@ -109,12 +102,12 @@ class Method:
         where = f"guidance method {self.name!r}"
         if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name) or ":" in self.name:
             raise ValueError(f"guidance method name {self.name!r} must be a non-empty word without spaces or ':'")
-        if not callable(self.rule):
-            raise ValueError(f"{where}: rule must be a function rule(eps_cond, deltas, params) -> eps")
+        if not callable(self.rule) or not _takes_three(self.rule):
+            raise ValueError(f"{where}: rule must be a function rule(eps_cond, deltas, params) -> eps, or "
+                             f"rule(eps_cond, deltas, params, at) to see the step")
         names = [p.name for p in self.params]
-        reserved = {INTERVAL, *(p.name for p in PROJECTION_PARAMS)}
-        if len(set(names)) != len(names) or reserved & set(names):
-            raise ValueError(f"{where}: parameter names must be unique and not one of {', '.join(sorted(reserved))} "
+        if len(set(names)) != len(names) or set(RESERVED) & set(names):
+            raise ValueError(f"{where}: parameter names must be unique and not one of {', '.join(sorted(RESERVED))} "
                              f"(every guided method has those), got {names}")
         for p in self.params:
             if not (p.low <= p.default <= p.high) or (p.unguided is not None and not p.low <= p.unguided <= p.high):
@@ -125,7 +118,7 @@ class Method:
             raise ValueError(f"{where}: guide names must be unique, got {guide_names}")
         for g in self.guides:
             if g.label not in LABELS:
-                raise ValueError(f"{where}: guide {g.name!r} has label {g.label!r}; use 'null' or 'cond'")
+                raise ValueError(f"{where}: guide {g.name!r} has label {g.label!r}; use 'null', 'cond' or 'random'")
             if g.scale is not None and g.scale not in names:
                 raise ValueError(f"{where}: guide {g.name!r} is scaled by {g.scale!r}, which is not one of its "
                                  f"parameters ({', '.join(names) or 'none'})")
@@ -133,19 +126,28 @@ class Method:
                 raise ValueError(f"{where}: guide {g.name!r} names model {g.model!r}; use 'finetuned', 'pretrained' "
                                  f"or a checkpoint name such as 'weak'")
 
-    def all_params(self) -> tuple[Param, ...]:
-        """Its own parameters, then APG's for a method with guides."""
-        return self.params + (PROJECTION_PARAMS if self.guides else ())
+    @property
+    def step_aware(self) -> bool:
+        """The rule takes ``at`` (the step) as its fourth argument."""
+        return takes_step(self.rule)
+
+    def calls_per_step(self) -> int:
+        """Forwards per image of a step with every guide on: the conditional one and one per distinct guide call
+        (a batch-2B call of one model counts 2)."""
+        return 1 + len({(g.model, g.label) for g in self.guides} - {(FINETUNED, "cond")})
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method with every parameter's value: what the denoiser runs and what the sample identity records."""
+    """A method with every parameter's value, its combination rules and schedule: what the denoiser runs and what
+    the sample identity records."""
 
     method: Method
     params: Mapping[str, float] = field(default_factory=dict)
-    interval: Optional[GuidanceInterval] = None
+    interval: Optional[GuidanceInterval] = None  # the interval schedule's [t_low, t_high]; None for other schedules
     source: str = ""  # how it was named (registry name or module:attribute); empty for an object passed directly
+    rules: tuple[str, ...] = ()  # combination rules wrapping the method, applied in this order (each one on)
+    schedule: str = CONSTANT
 
     @property
     def name(self) -> str:
@@ -163,9 +165,28 @@ class MethodSpec:
         return bool(self.active_guides)
 
     @property
+    def combinations(self) -> tuple[Combination, ...]:
+        return tuple(COMBINATIONS[name] for name in self.rules)
+
+    @property
+    def schedule_of(self) -> Schedule:
+        return SCHEDULES[self.schedule]
+
+    @property
     def projected(self) -> bool:
         """APG is on (a parallel weight below 1 or a norm cap), for a guided spec."""
-        return self.guided and is_projected(self.params)
+        return self.guided and APG in self.rules
+
+    @property
+    def zero_steps(self) -> int:
+        """First sampling steps that return the zero-velocity prediction (CFG-Zero*'s zero-init), for a guided spec."""
+        return max([c.zero_steps(self.params) for c in self.combinations], default=0) if self.guided else 0
+
+    def needs_noise_schedule(self) -> bool:
+        return self.guided and any(c.needs_noise_schedule(self.params) for c in self.combinations)
+
+    def needs_random_labels(self) -> bool:
+        return any(g.label == RANDOM for g in self.active_guides)
 
     def models(self) -> tuple[str, ...]:
         """The models a sampler must load for this spec: ``finetuned`` first, then each guide's model."""
@@ -175,47 +196,104 @@ class MethodSpec:
                 needed.append(g.model)
         return tuple(needed)
 
-    def identity(self) -> dict:
-        """The method's part of a sample set's identity. An unguided spec is ``{"method": "none", "w": 1.0}`` whatever
-        the method; otherwise the name and ``w`` (None for a method without one), plus ``params`` with every other
-        parameter that changes the images (APG's only when on), plus ``method_source`` for a user's method."""
-        if not self.guided:
-            return {"method": "none", "w": 1.0}
-        out: dict[str, Any] = {"method": self.name, "w": self.params.get("w")}
-        other = {k: v for k, v in self.params.items() if k != "w" and (self.projected or k in self._own_names())}
-        if other:
-            out["params"] = other
-        if self.source and self.source != self.name:
-            out["method_source"] = self.source
-        return out
+    def calls_per_step(self) -> int:
+        """Forwards per image of a guided step (1 for an unguided spec)."""
+        return 1 + len({(g.model, g.label) for g in self.active_guides} - {(FINETUNED, "cond")})
 
     def _own_names(self) -> set:
         return {p.name for p in self.method.params}
 
-    def shown_params(self) -> dict:
-        """The parameters that tell specs apart in tables: the method's own, and APG's where not at their defaults."""
+    def _named_rules(self) -> tuple[str, ...]:
+        """The rules a spec names: none when APG alone (it is told by its parameters, as before rules had names)."""
+        return () if self.rules in ((), (APG,)) else self.rules
+
+    def _schedule_shown(self) -> bool:
+        return self.schedule not in (CONSTANT, INTERVAL_SCHEDULE)
+
+    def _identity_params(self) -> dict:
+        """Every parameter but w that changes the images, in declaration order: the method's own, APG's (when on),
+        the other rules' and a ramp's. The interval is the sample identity's own key."""
+        keep = self._own_names() | {p.name for c in self.combinations for p in c.params}
+        if self._schedule_shown():
+            keep |= {p.name for p in self.schedule_of.params}
+        return {k: v for k, v in self.params.items() if k != "w" and k in keep}
+
+    def identity(self) -> dict:
+        """The method's part of a sample set's identity. An unguided spec is ``{"method": "none", "w": 1.0}`` whatever
+        the method; otherwise the name and ``w`` (None for a method without one), plus ``params`` with every other
+        parameter that changes the images (APG's only when on), ``rule`` for combination rules other than APG alone,
+        ``schedule`` for a ramp, and ``method_source`` for a user's method."""
+        if not self.guided:
+            return {"method": "none", "w": 1.0}
+        out: dict[str, Any] = {"method": self.name, "w": self.params.get("w")}
+        other = self._identity_params()
+        if other:
+            out["params"] = other
+        if self._named_rules():
+            out["rule"] = "+".join(self.rules)
+        if self._schedule_shown():
+            out["schedule"] = self.schedule
+        if self.source and self.source != self.name:
+            out["method_source"] = self.source
+        return out
+
+    def _shown(self, with_interval: bool) -> dict:
         if not self.guided:
             return {}
-        defaults = {p.name: p.default for p in self.method.all_params()}
-        return {k: v for k, v in self.params.items() if k in self._own_names() or v != defaults[k]}
+        apg_off = COMBINATIONS[APG].off
+        shown = {}
+        for k, v in self.params.items():
+            if k in apg_off:
+                if v != apg_off[k]:
+                    shown[k] = v
+            elif k in (T_LOW, T_HIGH):
+                if with_interval:
+                    shown[k] = v
+            else:
+                shown[k] = v
+        return shown
+
+    def shown_params(self) -> dict:
+        """The numbers that tell specs apart in tables: the method's own, APG's where not off, the other rules', and
+        the schedule's (the interval's t_low and t_high too)."""
+        return self._shown(with_interval=True)
 
     def describe(self) -> str:
-        """``dog w=2``, ``cfg+dog w_cfg=1.5 w_dog=1.5``, ``dog w=2 eta=0``, ``none``: for tables and messages."""
+        """``dog w=2``, ``cfg+dog w_cfg=1.5 w_dog=1.5``, ``dog w=2 eta=0``, ``none``,
+        ``dog w=2 rule=fdg high_ratio=2 schedule=ramp-up ramp_up_start=0``: for tables and messages."""
         if not self.guided:
             return "none"
-        text = " ".join([self.name] + [f"{k}={v:g}" for k, v in self.shown_params().items()])
-        return text + (f" interval={self.interval.low:g},{self.interval.high:g}" if self.interval else "")
+        shown = self._shown(with_interval=False)
+        words = [self.name] + [f"{k}={v:g}" for k, v in shown.items() if k in self._own_names()]
+        if self._named_rules():
+            words.append(f"{RULE}={'+'.join(self.rules)}")
+        words += [f"{k}={v:g}" for k, v in shown.items() if k in RULE_PARAMS]
+        if self._schedule_shown():
+            words.append(f"{SCHEDULE}={self.schedule}")
+        words += [f"{k}={v:g}" for k, v in shown.items() if k in SCHEDULE_PARAMS]
+        return " ".join(words) + (f" interval={self.interval.low:g},{self.interval.high:g}" if self.interval else "")
 
     def slug(self) -> str:
         """A folder-name label: ``dog-w2`` and ``none-w1`` (the harness's names), ``cfg+dog-w_cfg2-w_dog1.5``,
-        ``dog-w2-eta0``; a user's method by its name. The interval is left to the caller's config hash."""
+        ``dog-w2-eta0``, ``dog-w2-fdg-high_ratio2-ramp-up-ramp_up_start0``; a user's method by its name. The interval
+        is left to the caller's config hash."""
         if not self.guided:
             return "none-w1"
-        return "-".join([self.name] + [f"{k}{v:g}" for k, v in self.shown_params().items()])
+        shown = self._shown(with_interval=False)
+        parts = [self.name] + [f"{k}{v:g}" for k, v in shown.items() if k in self._own_names() or k in APG_PARAMS]
+        parts += list(self._named_rules()) + [f"{k}{v:g}" for k, v in shown.items()
+                                              if k in RULE_PARAMS and k not in APG_PARAMS]
+        if self._schedule_shown():
+            parts += [self.schedule] + [f"{k}{v:g}" for k, v in shown.items() if k in SCHEDULE_PARAMS]
+        return "-".join(parts)
 
     def to_dict(self) -> dict:
         """``{"method": ..., "params": {...}}``; ``resolve_method(**spec.to_dict())`` gives the spec back."""
-        params: dict[str, Any] = dict(self.params)
+        params: dict[str, Any] = {k: v for k, v in self.params.items() if k not in (T_LOW, T_HIGH)}
+        if self.rules:
+            params[RULE] = "+".join(self.rules)
+        if self.schedule not in (CONSTANT, INTERVAL_SCHEDULE):
+            params[SCHEDULE] = self.schedule
         if self.method.guides:
             params[INTERVAL] = None if self.interval is None else [self.interval.low, self.interval.high]
         return {"method": self.source or self.name, "params": params}
@@ -294,31 +372,3 @@ def lookup_method(method: str | Method) -> tuple[Method, str]:
         raise ConfigError(f"unknown guidance method {method!r}{did_you_mean(method, _REGISTRY)}; choose one of "
                           f"{', '.join(_REGISTRY)}, or module:attribute for your own")
     return _REGISTRY[method], method
-
-
-def resolve_method(method: str | Method | MethodSpec, params: Optional[Mapping[str, Any]] = None,
-                   **more: Any) -> MethodSpec:
-    """The validated spec of ``method`` (a name, ``module:attribute``, a Method, or a spec to re-parameterise) with
-    ``params`` (and keyword parameters) over its defaults; values may be text, as typed on a command line. Every
-    mistake is one ConfigError line: an unknown method or parameter (with did-you-mean), a value out of range, an
-    interval that is not LOW,HIGH."""
-    given = dict(params or {})
-    given.update(more)
-    if isinstance(method, MethodSpec):
-        base, source = method.method, method.source
-        given = {**method.to_dict()["params"], **given}
-    else:
-        base, source = lookup_method(method)
-    where = f"method {source or base.name}"
-    declared = {p.name: p for p in base.all_params()}
-    allowed = list(declared) + ([INTERVAL] if base.guides else [])
-    for key in given:
-        if key not in allowed:
-            choices = ", ".join(allowed) if allowed else "no parameters"
-            raise ConfigError(f"{where} has no parameter {key!r}{did_you_mean(key, allowed)}; it takes {choices}")
-    values = {name: p.check(given[name], where) if name in given else p.default for name, p in declared.items()}
-    try:
-        interval = GuidanceInterval.parse(given.get(INTERVAL))
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return MethodSpec(base, values, interval, source)

@@ -151,7 +151,7 @@ def sampler_identity(settings: SamplingSettings, method: MethodSpec, seed: int, 
         "precision": settings.precision,
         "decode_precision": settings.decode_precision,
     }
-    out.update({key: ident[key] for key in ("params", "method_source") if key in ident})
+    out.update({key: ident[key] for key in ("params", "rule", "schedule", "method_source") if key in ident})
     if extra:
         out["guide_sha256"] = {name: guide_sha256[name] for name in extra}
     return out

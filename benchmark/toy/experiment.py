@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from benchmark.diffusion import create_diffusion
 from benchmark.guidance import FINETUNED, PRETRAINED, GuidedDenoiser, MethodSpec, registered_methods, resolve_method
 from benchmark.guidance.builtin import BUILTIN, WEAK
-from benchmark.sampling import sample_seed
+from benchmark.sampling import random_classes, sample_seed
 from benchmark.toy.data import GaussianMixture, source_mixture, target_mixture
 from benchmark.toy.metrics import toy_metrics
 from benchmark.toy.model import ToyDenoiser, reheaded_for_target
@@ -136,28 +136,38 @@ def toy_runs(config: ToyConfig) -> List[ToyRun]:
 
 def toy_denoiser(spec: MethodSpec, models: Dict[str, ToyDenoiser], diffusion) -> GuidedDenoiser:
     """The registry's denoiser over the toy's models; both eps channels are guided (no latent channel to leave out)."""
-    return GuidedDenoiser(spec, models, guided_channels=None, alphas_cumprod=diffusion.original_alphas_cumprod)
+    timesteps = getattr(diffusion, "timestep_map", range(diffusion.num_timesteps))  # what at.progress counts
+    return GuidedDenoiser(spec, models, guided_channels=None, alphas_cumprod=diffusion.original_alphas_cumprod,
+                          timesteps=timesteps)
 
 
 def sampling_inputs(config: ToyConfig, target: GaussianMixture, num_steps: int):
     """Per sampling seed, from its own generator: labels (seeds, N); starting noise and per-step noise, all seeds
-    stacked along the batch ((seeds * N, 2), (seeds * N, steps, 2)); and N exact target draws (points, labels), the
-    reference row of that seed."""
-    labels, x_T, step_noise, exact = [], [], [], []
+    stacked along the batch ((seeds * N, 2), (seeds * N, steps, 2)); N exact target draws (points, labels), the
+    reference row of that seed; and each sample's random other class (seeds * N,) (ICG's guide label, from its own
+    generators, so the other draws are as they always were)."""
+    labels, x_T, step_noise, exact, other = [], [], [], [], []
     for s in range(config.seeds):
         g = torch.Generator().manual_seed(sample_seed(config.seed, s))
         labels.append(target.sample_labels(config.num_samples, g))
         x_T.append(torch.randn(config.num_samples, 2, generator=g))
         step_noise.append(torch.randn(config.num_samples, num_steps, 2, generator=g))
         exact.append(target.sample(config.num_samples, g))
-    return torch.stack(labels), torch.cat(x_T), torch.cat(step_noise), exact
+        other.append(random_classes(sample_seed(config.seed, s), range(config.num_samples), labels[-1].tolist(),
+                                    target.num_classes))
+    return torch.stack(labels), torch.cat(x_T), torch.cat(step_noise), exact, torch.cat(other)
 
 
 @torch.no_grad()
-def sample(denoiser, diffusion, labels: Tensor, x_T: Tensor, step_noise: Tensor) -> Tensor:
-    """DDPM ancestral sampling from given starting and step noise (so every run shares them)."""
-    return diffusion.p_sample_loop(denoiser, x_T.shape, noise=x_T, clip_denoised=False, model_kwargs={"y": labels},
-                                   step_noise=lambda i: step_noise[:, i])
+def sample(denoiser, diffusion, labels: Tensor, x_T: Tensor, step_noise: Tensor, y_random: Tensor) -> Tensor:
+    """DDPM ancestral sampling from given starting and step noise (so every run shares them); ``y_random``: each
+    sample's random other class, for a method that guides with one. A rule's NaN/inf is one line naming it."""
+    kwargs = {"y": labels, "y_random": y_random} if denoiser.spec.needs_random_labels() else {"y": labels}
+    denoiser.start()
+    x = diffusion.p_sample_loop(denoiser, x_T.shape, noise=x_T, clip_denoised=False, model_kwargs=kwargs,
+                                step_noise=lambda i: step_noise[:, i])
+    denoiser.finish()
+    return x
 
 
 @torch.no_grad()
@@ -171,7 +181,8 @@ def guidance_field(run: ToyRun, models: Dict[str, ToyDenoiser], diffusion, label
     tt = torch.full((len(points),), t, dtype=torch.long)
     y = torch.full((len(points),), label, dtype=torch.long)
     eps_cond = models[FINETUNED](points, tt, y)
-    eps_guided = toy_denoiser(run.spec, models, diffusion)(points, tt, y)
+    other = random_classes(0, range(len(points)), y.tolist(), models[FINETUNED].num_classes)
+    eps_guided = toy_denoiser(run.spec, models, diffusion)(points, tt, y, other)
     return points, -(eps_guided - eps_cond) / (run.w - 1.0)
 
 
@@ -229,7 +240,7 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
 
     start = time.perf_counter()
     runs = toy_runs(config)
-    sample_y, x_T, step_noise, exact = sampling_inputs(config, target, sampler.num_timesteps)
+    sample_y, x_T, step_noise, exact, other_y = sampling_inputs(config, target, sampler.num_timesteps)
     labels = sample_y.flatten()
     rows: List[dict] = []
     for s, (reference, reference_y) in enumerate(exact):
@@ -237,7 +248,7 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
     rows.append(metric_row(None, "target_train_set", None, None, toy_metrics(target_x, target, target_y)))
     samples: Dict[str, Tensor] = {}
     for run in tqdm(runs, desc="sample + score", disable=not progress, leave=False):
-        x = sample(toy_denoiser(run.spec, models, sampler), sampler, labels, x_T, step_noise)
+        x = sample(toy_denoiser(run.spec, models, sampler), sampler, labels, x_T, step_noise, other_y)
         samples[run.key] = x.view(config.seeds, config.num_samples, 2)
         for s in range(config.seeds):
             rows.append(metric_row(run, run.spec.name, run.w, s, toy_metrics(samples[run.key][s], target, sample_y[s])))
