@@ -208,6 +208,26 @@ CASES = [
     ("sample-classes-negative", with_(S, "--classes", "-1"), "must be comma-separated class indices"),
     ("sample-classes-repeated", with_(S, "--classes", "1,1"), "gives 1 twice"),
     ("sample-classes-empty", with_(S, "--classes", ""), "must be comma-separated class indices"),
+    # ---- dogbench sample: guidance rules, combination rules and schedules
+    ("sample-rule-unknown", with_(S, "--param", "rule=apgg"), "method dog: unknown rule 'apgg'; did you mean 'apg'"),
+    ("sample-schedule-unknown", with_(S, "--param", "schedule=rampup"),
+     "method dog: unknown schedule 'rampup'; did you mean 'ramp-up'"),
+    ("sample-rule-parameter-without-its-rule", with_(S, "--param", "high_ratio=2"),
+     "method dog: parameter high_ratio belongs to rule fdg; add rule=fdg"),
+    ("sample-interval-and-ramp", with_(S, "--param", "schedule=ramp-up", "--guidance-interval", "0,500"),
+     "give the interval once"),
+    ("sample-user-rule-returns-nan", with_(S, "--method", "guidance_plugin:nan_method", "--out", "{root}/rule-nan",
+                                           drop=["--out"]),
+     "guidance method nan-rule (guidance_plugin:nan_method): rule nan_rule of module guidance_plugin at sampling step "
+     "1 of 2 (t=999) returned NaN/inf; make the rule return finite values"),
+    ("sample-user-rule-raises", with_(S, "--method", "guidance_plugin:raising_method", "--out", "{root}/rule-raises",
+                                      drop=["--out"]),
+     "rule raising_rule of module guidance_plugin at sampling step 1 of 2 (t=999) raised KeyError: 'uncond'; fix the "
+     "rule"),
+    ("sample-user-rule-wrong-shape", with_(S, "--method", "guidance_plugin:wrong_shape_method", "--out",
+                                           "{root}/rule-shape", drop=["--out"]),
+     "rule wrong_shape_rule of module guidance_plugin at sampling step 1 of 2 (t=999) returned shape (4, 192); "
+     "return a tensor shaped like eps_cond"),
     # ---- dogbench sample: where it goes
     ("sample-out-is-a-file", with_(S, "--out", "{file}", drop=["--out"]), "is a file, not a folder"),
     ("sample-out-read-only", with_(S, "--out", "{readonly}", drop=["--out"]), "is not writable"),
@@ -293,6 +313,8 @@ CASES = [
                                "--no-progress"], "data root {missing}"),
     ("run-device-gpu0", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--device", "gpu0"],
      "--device 'gpu0' is not a torch device"),
+    ("methods-plugin-missing", ["methods", "no_such_module:rule"], "module 'no_such_module' does not import"),
+    ("methods-plugin-not-a-method", ["methods", "guidance_plugin:not_a_method"], "is a int, not a"),
     ("no-command-typo", ["sampel"], "invalid choice: 'sampel'"),
 ]
 

@@ -38,7 +38,7 @@ def test_sample_inputs_do_not_depend_on_batching():
     assert not torch.equal(b[1], c[1])
 
 
-# every built-in method, one with the guidance interval and APG on CFG and DoG
+# every built-in method, one with the guidance interval, APG on CFG and DoG, a ramp, FDG and CFG-Zero*
 SPECS = {
     "none": ("none", {}),
     "cfg": ("cfg", {"w": 2.0}),
@@ -48,6 +48,9 @@ SPECS = {
     "dog-interval": ("dog", {"w": 2.0, "interval": "0,450"}),
     "dog-apg": ("dog", {"w": 3.0, "eta": 0.0, "norm_threshold": 5.0}),
     "cfg-apg": ("cfg", {"w": 3.0, "eta": 0.0}),
+    "icg": ("icg", {"w": 2.0}),  # a random other class per sample, from (seed, i): batch and shard independent too
+    "dog-fdg-ramp-up": ("dog", {"w": 2.0, "rule": "fdg", "schedule": "ramp-up"}),
+    "cfg-zero-star": ("cfg", {"w": 2.0, "rule": "cfg-zero-star"}),
 }
 
 

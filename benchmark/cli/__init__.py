@@ -25,6 +25,7 @@ COMMANDS = {
     "latents": ("data", "encode a dataset once with the VAE (both flips) for fast fine-tuning"),
     "toy": ("toy", "2D toy: every guidance method on a shifted few-mode target, over seeds (CPU, ~3 min)"),
     "perf": ("perf", "measure sampling / fine-tuning / decoding / feature throughput"),
+    "methods": ("methods", "list guidance methods, combination rules and schedules: guides, parameters, calls per step"),
 }
 
 

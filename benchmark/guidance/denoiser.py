@@ -30,7 +30,7 @@ from benchmark.errors import UserError, first_line
 from benchmark.guidance.combine import Context, zero_velocity_eps
 from benchmark.guidance.method import FINETUNED, RANDOM, MethodSpec
 from benchmark.guidance.scale import DEFAULT_GUIDED_CHANNELS
-from benchmark.guidance.schedule import blend
+from benchmark.guidance.schedule import CONSTANT, blend
 from benchmark.guidance.steps import SamplingSteps, Step
 
 
@@ -98,7 +98,7 @@ class GuidedDenoiser(nn.Module):
         self.alphas_cumprod = None if alphas_cumprod is None else torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         self.steps = SamplingSteps(timesteps)
         self.forwards = 0
-        self._nonfinite: Optional[Tensor] = None  # [step index, t] of the first non-finite rule output, or -1s
+        self._nonfinite: Optional[Tensor] = None  # t of the first non-finite rule output, or -1
 
     @property
     def guided(self) -> bool:
@@ -117,12 +117,10 @@ class GuidedDenoiser(nn.Module):
     def finish(self) -> int:
         """End a batch: raise for a rule that returned NaN/inf at some step; return the forwards per image."""
         flagged, self._nonfinite = self._nonfinite, None
-        if flagged is not None:
-            index, t = flagged.tolist()
-            if index >= 0:
-                raise GuidanceRuleError(f"{self._where(Step(t, index / self.steps.steps, index, self.steps.steps))} "
-                                        f"returned NaN/inf; make the rule return finite values (guard divisions, e.g. "
-                                        f"by a norm that can be 0) and rerun")
+        t = -1 if flagged is None else int(flagged)  # the one read-back of the checks, per batch
+        if t >= 0:
+            raise GuidanceRuleError(f"{self._where(self.steps.step(t))} returned NaN/inf; make the rule return finite "
+                                    f"values (guard divisions, e.g. by a norm that can be 0) and rerun")
         return self.forwards
 
     def predictions(self, x: Tensor, t: Tensor, y: Tensor, y_random: Optional[Tensor] = None,
@@ -159,10 +157,10 @@ class GuidedDenoiser(nn.Module):
         if not self.guided:
             self.forwards += 1
             return self.model(x, t, y)
-        index = self.steps.index(t)
-        weight, zeroed, wanted, guides = step_plan(self.spec, self.steps, t, index)
+        weight = zeroed = None
         rule_on = guides_on = True
-        if weight is not None or zeroed is not None:  # one host sync per step, only for a schedule or zero-init
+        if self.spec.schedule != CONSTANT or self.spec.zero_steps:  # one host sync per step, only for these
+            weight, zeroed, wanted, guides = step_plan(self.spec, self.steps, t, self.steps.index(t))
             rule_on, guides_on = torch.stack([wanted.any(), guides.any()]).tolist()
         if not rule_on:
             self.forwards += 1
@@ -171,13 +169,13 @@ class GuidedDenoiser(nn.Module):
         cond = preds[(FINETUNED, "cond")]
         n = x.shape[1] if self.guided_channels is None else min(self.guided_channels, x.shape[1])
         eps = cond[:, :n]
-        guided = self.combine(eps, x[:, :n], t, index, preds, n) if guides_on else eps
+        guided = self.combine(eps, x[:, :n], t, preds, n) if guides_on else eps
         if zeroed is not None:
             start = zero_velocity_eps(x[:, :n], self.alpha_bar(t))
             guided = torch.where(zeroed.view(-1, *([1] * (eps.dim() - 1))), start, guided)
         return torch.cat([blend(eps, guided, weight), cond[:, n:]], dim=1)
 
-    def combine(self, eps: Tensor, x: Tensor, t: Tensor, index: Tensor, preds: dict, n: int) -> Tensor:
+    def combine(self, eps: Tensor, x: Tensor, t: Tensor, preds: dict, n: int) -> Tensor:
         """The rule's output on the guided channels: each active guide's update through the combination rules, then
         the method's rule. A guide that is off contributes a zero update, so the rule needs no case for it."""
         spec = self.spec
@@ -190,14 +188,14 @@ class GuidedDenoiser(nn.Module):
                 deltas = {g.name: combination.update(deltas[g.name], ctx, spec.params) if g in active
                           else deltas[g.name] for g in spec.method.guides}
         if not spec.method.step_aware:
-            return self._checked(eps, deltas, t, index, None)
+            return self._checked(eps, deltas, t, None)
         values = t.unique()  # a step-aware rule sees one timestep per call: a sampler's batch has one
         if len(values) == 1:
-            return self._checked(eps, deltas, t, index, self.steps.step(int(values[0])))
+            return self._checked(eps, deltas, t, self.steps.step(int(values[0])))
         out = torch.empty_like(eps)
         for value in values.tolist():
             rows = (t == value).nonzero().squeeze(1)
-            out[rows] = self._checked(eps[rows], {k: d[rows] for k, d in deltas.items()}, t[rows], index[rows],
+            out[rows] = self._checked(eps[rows], {k: d[rows] for k, d in deltas.items()}, t[rows],
                                       self.steps.step(value))
         return out
 
@@ -209,7 +207,7 @@ class GuidedDenoiser(nn.Module):
         return (f"guidance method {spec.name}{source}: rule {name} of module {module} at sampling step {at.index + 1} "
                 f"of {at.steps} (t={at.t})")
 
-    def _checked(self, eps: Tensor, deltas: dict, t: Tensor, index: Tensor, at: Optional[Step]) -> Tensor:
+    def _checked(self, eps: Tensor, deltas: dict, t: Tensor, at: Optional[Step]) -> Tensor:
         """The rule's output, after the checks of every call: it ran, it is a tensor shaped like ``eps``; its
         finiteness is flagged on the device for ``finish``."""
         args = (eps, deltas, self.spec.params) if at is None else (eps, deltas, self.spec.params, at)
@@ -225,7 +223,6 @@ class GuidedDenoiser(nn.Module):
                                     f"shaped like eps_cond, {tuple(eps.shape)} (the guided channels only)")
         bad = ~torch.isfinite(out).all()
         if self._nonfinite is None:
-            self._nonfinite = torch.full((2,), -1, dtype=torch.long, device=out.device)
-        here = torch.stack([index.min(), t.max()]).to(self._nonfinite.device)
-        self._nonfinite = torch.where(bad & (self._nonfinite[0] < 0), here, self._nonfinite)
+            self._nonfinite = torch.full((), -1, dtype=torch.long, device=out.device)
+        self._nonfinite = torch.where(bad & (self._nonfinite < 0), t.max().to(self._nonfinite.device), self._nonfinite)
         return out
