@@ -135,6 +135,9 @@ def test_toy_denoisers_use_their_own_guides():
         torch.testing.assert_close(run("dog", w=2.0), 2 * cond - pre(x, t, torch.full_like(y, 36)))
         torch.testing.assert_close(run("autoguidance", w=2.0), 2 * cond - weak(x, t, y))
         torch.testing.assert_close(run("none"), cond)
+        other = torch.tensor([1, 2, 3, 0, 2, 3])  # ICG: the fine-tune with each sample's random other class
+        icg = toy_denoiser(resolve_method("icg", w=2.0), models, diffusion)(x, t, y, other)
+        torch.testing.assert_close(icg, 2 * cond - ft(x, t, other))
 
 
 def test_toy_runs_every_builtin_guided_method_and_the_apg_variants():

@@ -41,7 +41,7 @@ class GuidanceRuleError(UserError):
 def step_plan(spec: MethodSpec, steps: SamplingSteps, t: Tensor, index: Tensor):
     """Per sample: the schedule weight (None: 1 everywhere), CFG-Zero*'s zero-init mask (None: no zero-init), and
     whether the rule's output and the guides' forwards are wanted at all. The denoiser and ``nfe`` both decide here."""
-    weight = spec.schedule_of.weight(t, steps.progress(index), spec.params)
+    weight = spec.schedule_def.weight(t, steps.progress(index), spec.params)
     zeroed = index < spec.zero_steps if spec.zero_steps else None
     wanted = weight > 0 if weight is not None else torch.ones_like(index, dtype=torch.bool)
     guides = wanted & ~zeroed if zeroed is not None else wanted

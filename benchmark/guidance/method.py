@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -52,25 +53,26 @@ RESERVED = (INTERVAL, RULE, SCHEDULE, *RULE_PARAMS, *SCHEDULE_PARAMS)
 APG_PARAMS = tuple(p.name for p in COMBINATIONS[APG].params)  # given to a method, they select APG (as they always did)
 
 
-def takes_step(rule: Rule) -> bool:
-    """Whether ``rule`` takes the fourth argument ``at`` (four positional parameters, or ``*args``)."""
+def positional_arguments(rule: Rule) -> float:
+    """How many positional arguments ``rule`` takes: inf with ``*args``, 3 for a callable without a signature."""
     try:
-        parameters = inspect.signature(rule).parameters.values()
-    except (TypeError, ValueError):  # a callable without a signature: the three-argument form
-        return False
-    kinds = [p.kind for p in parameters]
-    positional = sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
-    return positional >= 4 or inspect.Parameter.VAR_POSITIONAL in kinds
-
-
-def _takes_three(rule: Rule) -> bool:
-    try:
-        parameters = list(inspect.signature(rule).parameters.values())
+        kinds = [p.kind for p in inspect.signature(rule).parameters.values()]
     except (TypeError, ValueError):
-        return True
-    positional = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters)
+        return 3
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return math.inf
+    return sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
+
+
+def takes_step(rule: Rule) -> bool:
+    """Whether ``rule`` takes the fourth argument ``at``."""
+    return positional_arguments(rule) >= 4
+
+
+def calls_per_step(guides) -> int:
+    """Model forwards per image of a step running ``guides``: the conditional one, and one per distinct (model,
+    label) call besides it, as the denoiser batches them."""
+    return 1 + len({(g.model, g.label) for g in guides} - {(FINETUNED, "cond")})
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Method:
         where = f"guidance method {self.name!r}"
         if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name) or ":" in self.name:
             raise ValueError(f"guidance method name {self.name!r} must be a non-empty word without spaces or ':'")
-        if not callable(self.rule) or not _takes_three(self.rule):
+        if not callable(self.rule) or positional_arguments(self.rule) < 3:
             raise ValueError(f"{where}: rule must be a function rule(eps_cond, deltas, params) -> eps, or "
                              f"rule(eps_cond, deltas, params, at) to see the step")
         names = [p.name for p in self.params]
@@ -132,9 +134,8 @@ class Method:
         return takes_step(self.rule)
 
     def calls_per_step(self) -> int:
-        """Forwards per image of a step with every guide on: the conditional one and one per distinct guide call
-        (a batch-2B call of one model counts 2)."""
-        return 1 + len({(g.model, g.label) for g in self.guides} - {(FINETUNED, "cond")})
+        """Forwards per image of a step with every guide on (a batch-2B call of one model counts 2)."""
+        return calls_per_step(self.guides)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class MethodSpec:
         return tuple(COMBINATIONS[name] for name in self.rules)
 
     @property
-    def schedule_of(self) -> Schedule:
+    def schedule_def(self) -> Schedule:
         return SCHEDULES[self.schedule]
 
     @property
@@ -197,8 +198,8 @@ class MethodSpec:
         return tuple(needed)
 
     def calls_per_step(self) -> int:
-        """Forwards per image of a guided step (1 for an unguided spec)."""
-        return 1 + len({(g.model, g.label) for g in self.active_guides} - {(FINETUNED, "cond")})
+        """Forwards per image of a step where the guides run (1 for an unguided spec)."""
+        return calls_per_step(self.active_guides)
 
     def _own_names(self) -> set:
         return {p.name for p in self.method.params}
@@ -215,7 +216,7 @@ class MethodSpec:
         the other rules' and a ramp's. The interval is the sample identity's own key."""
         keep = self._own_names() | {p.name for c in self.combinations for p in c.params}
         if self._schedule_shown():
-            keep |= {p.name for p in self.schedule_of.params}
+            keep |= {p.name for p in self.schedule_def.params}
         return {k: v for k, v in self.params.items() if k != "w" and k in keep}
 
     def identity(self) -> dict:

@@ -81,9 +81,9 @@ def resolve_method(method: str | Method | MethodSpec, params: Optional[Mapping[s
     schedule = _choice(given[SCHEDULE], list(SCHEDULES), SCHEDULE, where) if given.get(SCHEDULE) else None
     if interval is not None:
         if schedule not in (None, INTERVAL_SCHEDULE) or T_LOW in given or T_HIGH in given:
-            raise ConfigError(f"{where}: interval {interval.low:g},{interval.high:g} and schedule "
-                              f"{given.get(SCHEDULE) or 'interval'} parameters are both given; give the interval once "
-                              f"(interval=LOW,HIGH, or schedule=interval with t_low and t_high)")
+            clash = f"schedule {schedule}" if schedule not in (None, INTERVAL_SCHEDULE) else "t_low / t_high"
+            raise ConfigError(f"{where}: interval {interval.low:g},{interval.high:g} and {clash} are both given; give "
+                              f"the interval once (interval=LOW,HIGH is schedule=interval with t_low, t_high)")
         schedule, given = INTERVAL_SCHEDULE, {**given, T_LOW: interval.low, T_HIGH: interval.high}
     schedule = schedule or CONSTANT
     for key in given:

@@ -69,7 +69,7 @@ def spec_models(spec: MethodSpec, finetuned: DiT, pretrained: Optional[DiT] = No
                            else "pass a checkpoint of this fine-tune")
                     raise ValueError(f"{name} and fine-tuned models differ in {key} ({model.config[key]} vs "
                                      f"{finetuned.config[key]}); {fix}")
-            if "cond" in labels and model.num_classes != finetuned.num_classes:
+            if labels & {"cond", "random"} and model.num_classes != finetuned.num_classes:
                 raise ValueError(f"the {name} model has {model.num_classes} classes and the fine-tune "
                                  f"{finetuned.num_classes}; {spec.name} calls it with the fine-tune's classes: "
                                  f"pass a checkpoint of this fine-tune")

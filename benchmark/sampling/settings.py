@@ -51,7 +51,8 @@ class SamplePoint(Settings):
 
     method: str = "dog"
     """guidance method: none (fine-tune only), cfg (the fine-tune's own null label), dog (the pre-trained model's),
-    cfg+dog, autoguidance, or module:attribute naming your own (benchmark.guidance.Method)"""
+    cfg+dog, autoguidance, icg, or module:attribute naming your own (benchmark.guidance.Method); dogbench methods
+    lists them"""
     w: GuidanceScale = 1.5
     """guidance scale in [0, 20] of a method with one scale; 1 = unguided"""
     seed: Index = 0
