@@ -15,7 +15,7 @@ from benchmark.toy.settings import ToyConfig
 def configure(p, name: str) -> None:
     p.description = ("Pre-train a small MLP denoiser on a many-mode 2D Gaussian mixture, fine-tune it on a small "
                      "shifted sub-domain, then compare every built-in guidance method (fine-tune only, CFG, DoG, "
-                     "CFG+DoG, autoguidance, APG variants) over guidance strengths and sampling seeds with exact "
+                     "CFG+DoG, autoguidance, ICG, APG variants) over guidance strengths and sampling seeds with exact "
                      "metrics against the known target density; writes a leaderboard with 95%% t-intervals.")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <results>/toy)")
     add_settings_flags(p, ToyConfig)
