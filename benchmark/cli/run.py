@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmark.cli.common import quiet_third_party
+from benchmark.cli.common import quiet_third_party, results_folder
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.io import RESULTS_ROOT_HELP
@@ -47,6 +47,7 @@ def run(args) -> int:
     if args.no_progress:
         quiet_third_party()
     device = str(resolve_device(args.device))
+    results_folder(exp, args.results_root)  # writable before any work: a wrong --results-root loses nothing
     run_experiment(exp, datasets, stages, device, args.results_root,
                    progress=not args.no_progress and sys.stderr.isatty())
     return 0
