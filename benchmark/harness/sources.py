@@ -15,6 +15,7 @@ from benchmark.io import IntegrityError, atomic_write_json, cached_file_sha256, 
 from benchmark.models import CheckpointError, resolve_checkpoint
 
 SOURCES_FILE = "sources.json"
+LARGE_BYTES = 256 << 20  # hashing takes seconds from here on: say so
 
 
 def experiment_checkpoints(exp: Experiment) -> dict[str, str]:
@@ -27,10 +28,11 @@ def experiment_checkpoints(exp: Experiment) -> dict[str, str]:
     return named
 
 
-def check_recorded_sources(exp: Experiment, results_dir: Path) -> dict[str, str]:
+def check_recorded_sources(exp: Experiment, results_dir: Path, say=None) -> dict[str, str]:
     """Record the sha256 of each checkpoint the experiment reads in ``results_dir/sources.json`` on first use; a file
     whose hash differs from the recorded one is an IntegrityError naming both. A checkpoint not found yet (a release
-    file to download) is left to the stage that needs it. Returns {resolved path: sha256} of those found."""
+    file to download) is left to the stage that needs it. ``say``: where a progress line goes before a large file is hashed.
+    Returns {resolved path: sha256} of those found."""
     record_path = Path(results_dir) / SOURCES_FILE
     found = {}
     for key, spec in experiment_checkpoints(exp).items():
@@ -38,6 +40,8 @@ def check_recorded_sources(exp: Experiment, results_dir: Path) -> dict[str, str]
             path = resolve_checkpoint(spec, download=False).resolve()
         except CheckpointError:
             continue
+        if say and path.stat().st_size > LARGE_BYTES:
+            say(f"hashing {key} {path} ({path.stat().st_size / 2 ** 30:.1f} GiB) to check it against {SOURCES_FILE}")
         found[str(path)] = (key, cached_file_sha256(path))
     if not found:
         return {}

@@ -123,6 +123,9 @@ def stage_latents(ctx: DatasetContext, run: bool = True) -> Optional[Path]:
             raise missing(f"{ctx.dataset}: the latent cache {cache.root}", "latents")
         return cache.root
     with claimed(cache.root, f"the latent cache of {ctx.dataset}"):
+        if not cache.complete:
+            log(f"{ctx.dataset}: encoding {len(images)} {ctx.exp.finetune.split} images (and their mirror images) with "
+                f"{ctx.exp.autoencoder} -> {cache.root}")
         return build_latent_cache(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents",
                                   num_workers=ctx.exp.finetune.num_workers, device=ctx.device, progress=ctx.progress)
 

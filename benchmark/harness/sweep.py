@@ -177,7 +177,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
     out = study_dir(exp, dataset, method, metric, results_root)
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
     results_dir.mkdir(parents=True, exist_ok=True)
-    check_recorded_sources(exp, results_dir)
+    check_recorded_sources(exp, results_dir, say=log)
     url = storage_url or exp.sweep_storage(results_root)
     # the storage is opened before any work: a URL it cannot use is one line, not an error after the fine-tune
     study = open_study(exp, dataset, method, metric, url, results_root, worker=worker)
@@ -308,7 +308,7 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
     markdown = to_markdown(board)
     atomic_write_text(out / "leaderboard.md", f"# study {study.study_name}\n\n{describe(study_exp, board)}\n\n"
                                               f"{markdown}\n")
-    write_protocol(study_exp, out / "PROTOCOL.md")
+    write_protocol(study_exp, out / "PROTOCOL.md", runs)
     return markdown
 
 
