@@ -202,18 +202,21 @@ def load_dit(
     else:
         config = {**infer_dit_config(state_dict), **overrides}
         if config["num_heads"] is None:
-            raise CheckpointError(f"{path}: cannot infer the head count of hidden size {config['hidden_size']}; pass --model")
+            raise CheckpointError(f"{path}: cannot infer the head count of hidden size {config['hidden_size']}; pass --model "
+                                  f"(source.model in an experiment)")
     if num_classes is not None and config.get("num_classes") != num_classes:
         raise CheckpointError(
             f"{path} has {config.get('num_classes')} classes but {num_classes} were requested; "
-            f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes")
+            f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes "
+            f"(source.num_classes in an experiment)")
     with torch.device("meta"):  # no memory and no random init for weights the file replaces (DiT-XL/2: 2.5 GiB)
         net = DiT(**config)
     problem = describe_mismatch(net, state_dict)
     if problem:
         hint = model if isinstance(model, str) else ("the given DiT arguments" if model else "the saved config")
         raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
-                              f"{problem}; pass the matching --model/--num-classes or the right file")
+                              f"{problem}; pass the matching --model/--num-classes (source.model/source.num_classes "
+                              f"in an experiment) or the right file")
     # the file's tensors become the weights; in fp32, whatever precision they were saved in
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
                         strict=True, assign=True)

@@ -85,7 +85,8 @@ def _make_loggers(out_dir: Path, run_id: str, config: dict, wandb: WandbSettings
         _ = logger.experiment  # start the run now, so that a failure is a warning here and not an error later
     except Exception as e:  # noqa: BLE001 - a W&B failure is a warning, never a failed run
         warnings.warn(f"W&B could not start ({first_line(e)}); "
-                      f"training continues with the CSV log only (pass --no-wandb to skip W&B)", RuntimeWarning)
+                      f"training continues with the CSV log only (pass --no-wandb, or tracking.wandb.enabled=false "
+                      f"in an experiment, to skip W&B)", RuntimeWarning)
         return loggers
     return loggers + [logger]
 
@@ -195,7 +196,7 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
         raise UserError(f"training stopped at step {step} of {settings.steps}; rerun the same command to resume")
     if step > settings.steps:  # resumed from a checkpoint that had already gone further
         raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
-                        f"pass --steps {step} or another output directory")
+                        f"pass --steps {step} (finetune.steps in an experiment) or another output directory")
     export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
     if export_path:
         _copy_export(ema_path, Path(export_path))
@@ -330,7 +331,7 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
     resolution = pretrained.config["input_size"] * downsample
     if image_size is not None and image_size != resolution:
         raise UserError(f"the source model works at {resolution}px with autoencoder {autoencoder!r}, not {image_size}px; "
-                        f"pass --image-size {resolution} or the matching source")
+                        f"pass --image-size {resolution} (source.image_size in an experiment) or the matching source")
     if pretrained.config["in_channels"] != channels:
         raise UserError(f"the source model takes {pretrained.config['in_channels']} input channels but autoencoder "
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
