@@ -355,6 +355,8 @@ CASES = [
      "proc/dogbench-x/sweep.db"),
     ("sweep-results-root-a-file", ["sweep", "--exp", "{tiny}", "--results-root", "{file}", "--dataset", "folder"],
      "is a file, not a folder"),
+    ("run-datasets-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--datasets", ","],
+     "--datasets ',' names no dataset"),
     ("run-device-gpu0", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--device", "gpu0"],
      "--device 'gpu0' is not a torch device"),
     ("no-command-typo", ["sampel"], "invalid choice: 'sampel'"),

@@ -31,8 +31,11 @@ def configure(p, name: str) -> None:
 def run(args) -> int:
     exp = load_experiment(args.exp, args.overrides)
     datasets = None
-    if args.datasets:
+    if args.datasets is not None:
         datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        if not datasets:  # an empty list must not silently mean every dataset
+            raise UserError(f"--datasets {args.datasets!r} names no dataset; give some of "
+                            f"{', '.join(exp.dataset_names())}, or leave the flag out for all of them")
         unknown = [d for d in datasets if d not in exp.dataset_names()]
         if unknown:
             raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.dataset_names())}); "
