@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from benchmark.errors import ConfigError, did_you_mean
 
@@ -47,6 +47,16 @@ def _number(value: Any) -> Any:
 Count = Annotated[int, BeforeValidator(_whole_number), Field(ge=1)]          # 1, 2, ...
 Index = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]          # 0, 1, ...
 Real = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+
+
+def non_empty(example: str) -> AfterValidator:
+    """The check of every list the schema needs at least one item in (``Annotated[list[X], non_empty(...)]``):
+    an empty one is one line naming the key and an ``example`` of a valid value."""
+    def check(value):
+        if not len(value):
+            raise ValueError(f"is empty; give at least one value, e.g. {example}")
+        return value
+    return AfterValidator(check)
 
 # One precision vocabulary for fine-tuning, sampling and decoding. fp32: full fp32 matmuls (TF32 off);
 # tf32: fp32 storage with TF32 tensor-core matmuls (what PyTorch and the DiT reference code run on Ampere+);

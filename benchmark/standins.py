@@ -275,7 +275,8 @@ def experiment_overrides(paths: dict[str, Path], model: str = "DiT-XL/2", image_
     return [f"source.checkpoint={paths['checkpoint']}", f"source.model={model}", f"source.image_size={image_size}",
             f"autoencoder={paths['autoencoder']}", f"weights.inception={paths['inception']}",
             f"weights.dinov2_hub_dir={paths['dinov2_hub_dir']}", f"weights.dinov2_weights={paths['dinov2_weights']}",
-            f"data_root={paths['data_root']}", "datasets=[caltech101]"]
+            f"data_root={paths['data_root']}", "datasets=[caltech101]",
+            "source.sanity_check=false"]  # random weights do not denoise: the source probe would refuse them
 
 
 def environment(paths: dict[str, Path]) -> dict[str, str]:

@@ -50,6 +50,23 @@ def tiny_dit_config(**kw):
     return cfg
 
 
+def flip_weight_bytes(src, dst, tensor: str, count: int = 4096, mask=0xFF) -> None:
+    """Copy checkpoint ``src`` to ``dst`` with ``count`` bytes in the middle of weight ``tensor``'s data XORed with
+    ``mask`` (0xFF: bit-inverted, which keeps float32 weights finite and far off their scale; an array of bytes: a
+    per-byte pattern): the disk or copy corruption the source probe and the checkpoint hashes are measured on."""
+    from benchmark.models.checkpoint import extract_state_dict, read_checkpoint
+
+    raw = bytearray(Path(src).read_bytes())
+    data = extract_state_dict(read_checkpoint(src))[tensor].contiguous().numpy().tobytes()
+    at = raw.find(data[:64])
+    assert at >= 0 and raw.find(data[:64], at + 1) < 0, f"{tensor}'s bytes are not found once in {src}"
+    count = min(count, len(data))
+    start = at + (len(data) - count) // 2
+    block = np.frombuffer(bytes(raw[start:start + count]), np.uint8) ^ np.asarray(mask, np.uint8)
+    raw[start:start + count] = block.tobytes()
+    Path(dst).write_bytes(bytes(raw))
+
+
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL server with an empty database (tests/postgres_server.py): its URL
@@ -127,7 +144,8 @@ def tiny_experiment(tmp_path, monkeypatch):
     export_checkpoint(source, tmp_path / "source.pt", autoencoder="identity")
     config = {
         "name": "tiny", "datasets": ["folder"], "data_root": str(target),
-        "source": {"checkpoint": str(tmp_path / "source.pt"), "model": tiny_dit_config(), "num_classes": 5, "image_size": 8},
+        "source": {"checkpoint": str(tmp_path / "source.pt"), "model": tiny_dit_config(), "num_classes": 5, "image_size": 8,
+                   "sanity_check": False},  # random weights: the source probe would refuse them
         "autoencoder": "identity",
         "finetune": {"steps": 3, "global_batch_size": 4, "ema_decay": 0.9, "precision": "fp32",
                      "checkpoint_every": 2, "num_workers": 0},

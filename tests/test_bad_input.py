@@ -5,6 +5,7 @@ no traceback, and nothing lost or half-written. The files the rows need are buil
 Placeholders in a row's argv (``{ft}``, ``{out}``, ...) name the ``files`` fixture's entries; ``{tiny}`` is the
 tiny experiment of tests/conftest.py. Add rows here for every new way a user can get it wrong."""
 import errno
+import json
 import os
 import shutil
 import struct
@@ -18,7 +19,7 @@ import benchmark.sampling.writer as writer_module
 from benchmark.cli import COMMANDS, main
 from benchmark.models import DiT, export_checkpoint, reheaded
 from benchmark.sampling.writer import MANIFEST, SampleFolder
-from conftest import tiny_dit_config
+from conftest import REPO, flip_weight_bytes, tiny_dit_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,6 +118,16 @@ def files(tmp_path_factory):
     f["fake_inception"] = root / "pt_inception-2015-12-05-6726825d.pth"
     f["fake_inception"].write_bytes(b"not the FID weights")
     f["cache"] = root / "cache"
+    # the shipped source with 4 KiB of weight bytes flipped: caught by its hash; and a copy without the hash (as a
+    # release file or an old export would be), which only the source probe can refuse
+    shipped = REPO / "benchmark" / "assets" / "source_cifar10_dit.pt"
+    f["shipped_flipped"] = root / "source-flipped.pt"
+    flip_weight_bytes(shipped, f["shipped_flipped"], "blocks.2.mlp.fc1.weight")
+    unhashed = torch.load(shipped, weights_only=True)
+    unhashed.pop("content_sha256")
+    torch.save(unhashed, root / "source-unhashed.pt")
+    f["unhashed_flipped"] = root / "source-unhashed-flipped.pt"
+    flip_weight_bytes(root / "source-unhashed.pt", f["unhashed_flipped"], "blocks.2.mlp.fc1.weight")
     return f
 
 
@@ -155,6 +166,16 @@ def full_disk(monkeypatch):
     monkeypatch.setattr(writer_module, "_write_file", filling)
 
 
+@pytest.fixture
+def source_recorded_with_another_hash(tiny_experiment):
+    """The tiny experiment's results folder first used a source file whose sha256 was another."""
+    path, results = tiny_experiment
+    source = str((path.parent / "source.pt").resolve())
+    (results / "tiny").mkdir(parents=True)
+    (results / "tiny" / "sources.json").write_text(json.dumps(
+        {source: {"sha256": "0" * 64, "key": "source.checkpoint", "first_used": "2025-01-01 00:00:00"}}))
+
+
 # (case id, argv for benchmark.cli.main, words the one stderr line must hold[, a fixture that sets the case up])
 CASES = [
     # ---- dogbench sample: numbers and devices
@@ -189,6 +210,11 @@ CASES = [
     ("sample-finetuned-inf-weights", with_(S, "--finetuned", "{nan}", drop=["--finetuned"]),
      "holds NaN/inf weights in final_layer.linear.weight"),
     ("sample-finetuned-not-dit", with_(S, "--finetuned", "{not_dit}", drop=["--finetuned"]), "not a DiT checkpoint"),
+    ("sample-finetuned-shipped-source-4KiB-flipped", with_(S, "--finetuned", "{shipped_flipped}", "--method", "none",
+                                                           drop=["--finetuned"]),
+     "source-flipped.pt is corrupted: its content hash"),
+    ("sample-pretrained-shipped-source-4KiB-flipped", with_(S, "--pretrained", "{shipped_flipped}",
+                                                            drop=["--pretrained"]), "is corrupted: its content hash"),
     ("sample-pretrained-missing-for-dog", with_(S, drop=["--pretrained"]), "needs --pretrained CKPT"),
     ("sample-pretrained-folder", with_(S, "--pretrained", "{run_dir}", drop=["--pretrained"]), "is a folder"),
     ("sample-pretrained-other-size", with_(S, "--pretrained", "{other_size}", drop=["--pretrained"]),
@@ -307,10 +333,50 @@ CASES = [
                                      "{out}", "--autoencoder", "identity"], "finetune-run/ema.pt"),
     ("finetune-source-corrupted", ["finetune", "--source", "{ft_corrupted}", "--dataset", "caltech101-32", "--out",
                                    "{out}", "--autoencoder", "identity"], "is corrupted"),
+    # ---- dogbench finetune: the source is read first, and the autoencoder defaults to the one it records
+    ("finetune-shipped-source-4KiB-flipped", ["finetune", "--source", "{shipped_flipped}", "--dataset", "caltech101-32",
+                                              "--out", "{out}", "--no-wandb"],
+     "source-flipped.pt is corrupted: its content hash"),
+    ("finetune-source-finite-but-broken", ["finetune", "--source", "{unhashed_flipped}", "--dataset", "caltech101-32",
+                                           "--out", "{out}", "--no-wandb", "--no-progress"],
+     "source-unhashed-flipped.pt does not denoise caltech101-32"),
+    ("finetune-source-a-text-file", ["finetune", "--source", "{garbage}", "--dataset", "caltech101-32", "--out",
+                                     "{out}"], "garbage.pt is not a readable PyTorch checkpoint"),
+    ("finetune-source-missing-no-vae-named", ["finetune", "--source", "{missing}", "--dataset", "caltech101-32",
+                                              "--out", "{out}"], "checkpoint {missing} not found"),
+    ("finetune-out-is-a-file", ["finetune", "--source", "{shipped_flipped}", "--dataset", "caltech101-32", "--out",
+                                "{file}"], "--out {file} is a file, not a folder"),
+    ("finetune-out-read-only", ["finetune", "--source", "{pre}", "--dataset", "caltech101-32", "--out",
+                                "{readonly}/run"], "is not writable"),
     ("latents-data-root-missing", ["latents", "--dataset", "caltech101-32", "--data-root", "{missing}", "--vae",
                                    "identity-is-not-this"], "data root {missing}"),
     ("run-data-root-missing", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "data_root={missing}",
                                "--no-progress"], "data root {missing}"),
+    ("run-w-grid-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "w_grid=[]"],
+     "w_grid: is empty; give at least one value"),
+    ("run-method-grid-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                               "methods=[none, {{name: cfg, grid: {{w: []}}}}]"], "methods[1].grid.w: is empty"),
+    ("run-method-dict-module-not-importable", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                               "methods=[none, cfg, {{name: 'nomodule:my_rule'}}]"],
+     "methods[2].name: guidance method 'nomodule:my_rule': module 'nomodule' does not import"),
+    ("run-random-source-refused-by-the-probe", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                                "source.sanity_check=true", "--no-progress"],
+     "does not denoise folder"),
+    ("run-results-root-a-file", ["run", "--exp", "{tiny}", "--results-root", "{file}"],
+     "--results-root {file}: {file} is a file, not a folder"),
+    ("run-results-root-under-a-file", ["run", "--exp", "{tiny}", "--results-root", "{file}/results"],
+     "is a file, not a folder"),
+    ("run-results-root-read-only", ["run", "--exp", "{tiny}", "--results-root", "{readonly}"], "is not writable"),
+    ("run-source-changed-since-first-use", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                            "--no-progress"],
+     "has changed since", "source_recorded_with_another_hash"),
+    ("sweep-storage-cannot-be-opened", ["sweep", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--dataset",
+                                        "folder", "--storage", "sqlite:////proc/dogbench-x/sweep.db", "--no-progress"],
+     "proc/dogbench-x/sweep.db"),
+    ("sweep-results-root-a-file", ["sweep", "--exp", "{tiny}", "--results-root", "{file}", "--dataset", "folder"],
+     "is a file, not a folder"),
+    ("run-datasets-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--datasets", ","],
+     "--datasets ',' names no dataset"),
     ("run-device-gpu0", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--device", "gpu0"],
      "--device 'gpu0' is not a torch device"),
     ("methods-plugin-missing", ["methods", "no_such_module:rule"], "module 'no_such_module' does not import"),

@@ -139,7 +139,7 @@ def test_guidance_scales_out_of_range(override, match):
     ("sweep.trials=0", "sweep.trials=0 must be >= 1"),
     ("report.seeds=[]", "report.seeds: is empty"),
     ("report.seeds=[1, 1]", "lists a seed twice"),
-    ("selection.seeds=[]", "selection.seeds is empty"),
+    ("selection.seeds=[]", "selection.seeds: is empty"),
     ("report.seeds=[0, 1]", "share seed(s) [0]"),
     ("report.fixed_w=[25]", "report.fixed_w[0]: guidance scale w=25.0 is outside [0.0, 20.0]"),
     ("report.level=1.5", "report.level=1.5 must be < 1"),
@@ -336,10 +336,40 @@ def test_selection_and_report_samples_share_no_noise_draw(name):
     ("methods=[{name: autoguidance, guides: {weak: {step: 300}}}]", "not earlier than the fine-tune's 300 steps"),
     ("methods=['nomodule.x:rule']", "module 'nomodule.x' does not import"),
     ("methods=[dog, dog]", "named twice"),
-    ("methods=[]", "methods is empty"),
+    ("methods=[]", "methods: is empty"),
+    ("methods=[none, cfg, dog, {name: nomodule.x:rule}]", "methods[3].name: guidance method 'nomodule.x:rule': module "
+                                                         "'nomodule.x' does not import"),  # the dict form: the cause
+    ("methods=[none, nomodule.x:rule]", "methods[1]: guidance method 'nomodule.x:rule': module 'nomodule.x'"),
 ])
 def test_bad_methods_are_one_line_errors_before_any_work(override, match):
     expect_error(match, "default", [override])
+
+
+# Every list of an experiment that must hold at least one item, and the line an empty one gives (the schema's
+# non_empty check). An empty w_grid once silently dropped CFG and DoG and sampled fine-tune only.
+NON_EMPTY_LISTS = [
+    ("datasets=[]", "datasets: is empty; give at least one value, e.g. datasets=[caltech101-32]"),
+    ("methods=[]", "methods: is empty; give at least one value, e.g. methods=[none, cfg, dog]"),
+    ("w_grid=[]", "w_grid: is empty; give at least one value, e.g. w_grid=[1.0, 1.5, 2.0]"),
+    ("selection.seeds=[]", "selection.seeds: is empty; give at least one value, e.g. selection.seeds=[0]"),
+    ("report.seeds=[]", "report.seeds: is empty; give at least one value, e.g. report.seeds=[1]"),
+    ("evaluation.metrics=[]", "evaluation.metrics: is empty"),
+    ("methods=[none, {name: cfg, grid: {w: []}}]", "methods[1].grid.w: is empty; give at least one value"),
+    ("methods=[{name: cfg+dog, grid: {w_cfg: [1.5], w_dog: []}}]", "methods[0].grid.w_dog: is empty"),
+    ("sweep.w_range=[]", "sweep.w_range: must be [low, high]"),
+    ("sampling.guidance_interval=[]", "must be two numbers LOW,HIGH"),
+]
+
+
+@pytest.mark.parametrize("override, match", NON_EMPTY_LISTS, ids=[o.split("=")[0] + ("-grid" if "grid" in o else "")
+                                                                  for o, _ in NON_EMPTY_LISTS])
+def test_every_list_that_must_not_be_empty_is_checked(override, match):
+    expect_error(match, "default", [override])
+
+
+def test_lists_that_may_be_empty_stay_allowed():
+    exp = load_experiment("default", ["report.fixed_w=[]", "finetune.keep_ema_at=[]"])
+    assert exp.report.fixed_w == [] and exp.finetune.keep_ema_at == []
 
 
 def test_methods_with_parameters_and_grids():

@@ -68,7 +68,7 @@ def test_exports_carry_their_hash_and_a_changed_byte_is_one_line(model, tmp_path
     assert torch.isfinite(changed).all() and not torch.equal(changed, model.state_dict()["final_layer.linear.weight"])
     with pytest.raises(IntegrityError) as e:
         load_dit(path)
-    assert one_line(e).startswith(f"{path} is corrupted") and "rerun the fine-tune" in str(e.value)
+    assert one_line(e).startswith(f"{path} is corrupted") and "rerun the training that wrote it" in str(e.value)
     # the metadata is covered too
     export_checkpoint(model, path, autoencoder="identity", steps=3)
     obj = torch.load(path, weights_only=True)

@@ -78,3 +78,26 @@ def test_sample_grids_and_composition(tmp_path):
     assert pixels.shape[1] > 2 * pixels.shape[0]
     with pytest.raises(ValueError):
         plots.compose_sample_grids({}, tmp_path / "none.png")
+
+
+def test_every_method_is_in_the_metric_vs_w_plot(tmp_path, monkeypatch):
+    """A user's method (w and a parameter of its own), a labelled variant and a method without w are drawn beside
+    CFG and DoG, and their report points too; not only the three built-in names."""
+    rows = runs(seeds=(0,))
+    for w in (1.5, 2.0):
+        rows.append({"dataset": "cub100-32", "phase": "selection", "method": "mixed-null", "w": w, "params": "mix=0.5",
+                     "seed": 0, "fid": 18.0 + w, "precision": 0.5})
+        rows.append({"dataset": "cub100-32", "phase": "selection", "method": "dog-apg", "w": w, "params": "eta=0",
+                     "seed": 0, "fid": 17.0 + w, "precision": 0.5})
+    rows.append({"dataset": "cub100-32", "phase": "selection", "method": "cfg+dog", "w": float("nan"),
+                 "params": "w_cfg=1.5 w_dog=2", "seed": 0, "fid": 16.0, "precision": 0.5})
+    board = pd.DataFrame([{"dataset": "cub100-32", "method": "mixed-null", "rule": "best w", "w": 1.5, "fid": 19.0,
+                           "fid_low": 18.0, "fid_high": 20.0}])
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=120: figures.append(fig) or path)
+    plots.plot_metric_vs_w(rows, "fid", tmp_path / "x.png", datasets=["cub100-32"], board=board)
+    labels = figures[0].axes[0].get_legend_handles_labels()[1]
+    assert {"CFG", "DoG", "mixed-null mix=0.5", "dog-apg eta=0"} <= set(labels), labels
+    assert any(label.startswith("cfg+dog") and "no w" in label for label in labels), labels
+    drawn = [line.get_color() for line in figures[0].axes[0].lines]
+    assert plots.method_style("mixed-null", ["cfg+dog", "dog-apg", "mixed-null"])[1] in drawn

@@ -54,3 +54,19 @@ def test_each_field_follows_its_setting(override, setting):
               and r["this run"] != row(changed, r["setting"])["this run"]]
     assert not [o for o in others if o not in ("samples per setting", "w selection", "fine-tune data",
                                                "preprocessing", "reference size")], (override, others)
+
+
+def test_feature_networks_and_the_source_are_listed_with_their_hashes():
+    import pandas as pd
+
+    exp = load_experiment("default")
+    assert "runs.csv" in row(exp, "feature networks")["this run"]  # before anything is evaluated
+    runs = pd.DataFrame([{"feature_networks": "fd_effnet=efficientnet_lite0:ab87ca8f38e9; prdc_effnet=efficientnet_"
+                                              "lite0:ab87ca8f38e9", "pretrained_sha256": "060460ccae935a75" + "0" * 48},
+                         {"feature_networks": "fd_effnet=efficientnet_lite0:ab87ca8f38e9; prdc_effnet=efficientnet_"
+                                              "lite0:ab87ca8f38e9", "pretrained_sha256": ""}])
+    table = {r["setting"]: r["this run"] for r in protocol_table(exp, runs)}
+    assert table["feature networks"] == ("fd_effnet=efficientnet_lite0:ab87ca8f38e9; "
+                                         "prdc_effnet=efficientnet_lite0:ab87ca8f38e9")
+    assert "source_cifar10_dit.pt" in table["source checkpoint"] and "sha256 060460ccae93" in table["source checkpoint"]
+    assert "ab87ca8f38e9" in to_markdown(exp, runs)

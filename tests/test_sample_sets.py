@@ -64,6 +64,11 @@ def test_the_check_names_missing_corrupted_and_undecodable_images(tmp_path):
     with pytest.raises(Exception, match="--allow-partial"):
         folder.verified_paths()
     assert len(folder.verified_paths(allow_partial=True)) == 4
+    # inside `dogbench run`, the advice names run, which has no --allow-partial
+    with pytest.raises(Exception) as inside_run:
+        folder.verified_paths(command="dogbench run", allow_flag=None)
+    assert "rerun the same `dogbench run` command" in str(inside_run.value)
+    assert "--allow-partial" not in str(inside_run.value) and "dogbench sample" not in str(inside_run.value)
 
     legacy = tmp_path / "legacy"  # a folder written before the index: its images must decode
     (legacy / "shard_000").mkdir(parents=True)

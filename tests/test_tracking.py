@@ -256,3 +256,19 @@ def test_finetune_command_files_its_wandb_run_where_told(tmp_path, monkeypatch):
     assert main(base + ["--wandb-dir", str(tmp_path / "results" / "default"), "--wandb-group", "default"]) == 0
     assert calls[0]["wandb_run"] == WandbRun()  # the run's own folder, <out>/wandb
     assert calls[1]["wandb_run"] == WandbRun(directory=Path(tmp_path / "results" / "default"), group="default")
+
+
+def test_report_tags_use_the_names_of_dict_entries(tmp_path, monkeypatch):
+    """Your own dataset {name, path} and a method {name, label, params} are tagged by their names, never by the raw
+    YAML entry cut at W&B's tag length."""
+    (tmp_path / "foodA" / "a").mkdir(parents=True)
+    exp = load_experiment("default", [f"datasets=[caltech101-32, {{name: foodA, path: {tmp_path / 'foodA'}}}]",
+                                      "methods=[none, {name: dog, label: dog-apg, params: {eta: 0.0}}, "
+                                      "{name: 'guidance_plugin:mixed_null'}]"])
+    tracker = tracking.WandbTracker(exp.name, exp.to_dict(), directory=tmp_path)
+    logged = {}
+    monkeypatch.setattr(tracker, "_log", lambda what, data, identity, **kw: logged.update(kw))
+    tracker.log_summary(pd.DataFrame(), None, {})
+    assert {"dataset:caltech101-32", "dataset:foodA", "method:none", "method:dog-apg",
+            "method:guidance_plugin:mixed_null"} <= set(logged["tags"]), logged["tags"]
+    assert not [t for t in logged["tags"] if "{" in t], logged["tags"]

@@ -72,6 +72,9 @@ def main(argv=None) -> int:
         if getattr(args, "debug", False):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and not isinstance(e, UserError):
+            from benchmark.cli.oserrors import os_error_line  # the path, where it came from, what to do
+            msg = os_error_line(e, args)
         print(f"dogbench {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

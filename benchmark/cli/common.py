@@ -53,6 +53,27 @@ def output_folder(path, flag: str = "--out") -> Path:
     return folder
 
 
+def results_folder(exp, explicit=None) -> Path:
+    """The experiment's results folder (``<root>/<name>``), created and writable before any work, or one UserError
+    line naming where the root came from: ``--results-root``, ``$DOGBENCH_RESULTS`` or the default ./results."""
+    from benchmark.io import RESULTS_ROOT_ENV  # noqa: PLC0415 - keeps this module's imports light
+
+    folder = exp.results_dir(explicit)
+    if explicit:
+        flag, shown = "--results-root", Path(explicit).expanduser()
+    elif os.environ.get(RESULTS_ROOT_ENV):
+        flag, shown = f"${RESULTS_ROOT_ENV}", Path(os.environ[RESULTS_ROOT_ENV]).expanduser()
+    else:
+        flag, shown = "the results folder (default ./results; --results-root moves it)", folder.parent
+    for part in [folder, *folder.parents]:  # the first part of the path that exists must be a folder
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{flag} {shown}: {part} is a file, not a folder; pass another results root")
+            break
+    _probe_writable(folder, flag, shown)
+    return folder
+
+
 def output_file(path, flag: str = "--out") -> Path:
     """``path`` as a file that can be written (its folder created), or a one-line UserError, before any work."""
     file = Path(path).expanduser()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmark.cli.common import quiet_third_party
+from benchmark.cli.common import quiet_third_party, results_folder
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.io import RESULTS_ROOT_HELP
@@ -31,8 +31,11 @@ def configure(p, name: str) -> None:
 def run(args) -> int:
     exp = load_experiment(args.exp, args.overrides)
     datasets = None
-    if args.datasets:
+    if args.datasets is not None:
         datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        if not datasets:  # an empty list must not silently mean every dataset
+            raise UserError(f"--datasets {args.datasets!r} names no dataset; give some of "
+                            f"{', '.join(exp.dataset_names())}, or leave the flag out for all of them")
         unknown = [d for d in datasets if d not in exp.dataset_names()]
         if unknown:
             raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.dataset_names())}); "
@@ -47,6 +50,7 @@ def run(args) -> int:
     if args.no_progress:
         quiet_third_party()
     device = str(resolve_device(args.device))
+    results_folder(exp, args.results_root)  # writable before any work: a wrong --results-root loses nothing
     run_experiment(exp, datasets, stages, device, args.results_root,
                    progress=not args.no_progress and sys.stderr.isatty())
     return 0

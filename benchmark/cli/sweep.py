@@ -1,7 +1,7 @@
 """``dogbench sweep``: an Optuna search over w for one dataset and method, in the study's own results folder."""
 from __future__ import annotations
 
-from benchmark.cli.common import quiet_third_party
+from benchmark.cli.common import quiet_third_party, results_folder
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.io import RESULTS_ROOT_HELP
@@ -41,6 +41,7 @@ def run(args) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.storage:
         check_storage_url(args.storage)
+    results_folder(exp, args.results_root)  # writable before any work
     if args.no_progress:
         quiet_third_party()
     metric = args.metric or exp.evaluation.select_by

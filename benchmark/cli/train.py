@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.cli.common import output_folder
 from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.errors import UserError
 from benchmark.io import DATA_ROOT_HELP
@@ -22,7 +23,10 @@ def configure(p, name: str) -> None:
         p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: from the source model)")
         p.add_argument("--autoencoder", "--vae", dest="autoencoder", default=None,
                        help="sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space) or a local diffusers folder "
-                            "(default: --config's, else sd-vae-ft-ema)")
+                            "(default: --config's, else the one the source file records, else sd-vae-ft-ema)")
+        p.add_argument("--no-sanity-check", action="store_true",
+                       help="skip the source's sanity probe (its denoising error on 32 target images must be below "
+                            "0.5; random stand-in weights fail it) (default: probe before a fresh run)")
     else:
         p.add_argument("--model", required=True, help="named DiT config, e.g. DiT-N/2, DiT-Ti/4, DiT-S/2")
         p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the dataset's)")
@@ -88,6 +92,7 @@ def _options(args, extras: dict) -> dict:
 
 
 def run_finetune(args) -> int:
+    output_folder(args.out)  # before anything is read: an --out that is a file or read-only loses nothing
     base, extras = read_config(args.config, "finetune")
     settings = settings_from_args(TrainSettings, args, base)
     source = extras.get("source") or {}
@@ -98,11 +103,13 @@ def run_finetune(args) -> int:
     finetune(checkpoint, args.dataset, args.out, settings, source_model=model,
              source_num_classes=(args.source_classes or source.get("num_classes")) if model else args.source_classes,
              image_size=args.image_size or source.get("image_size"),
-             autoencoder=args.autoencoder or extras.get("autoencoder") or "sd-vae-ft-ema", **_options(args, extras))
+             autoencoder=args.autoencoder or extras.get("autoencoder"),  # None: the one the source records
+             sanity_check=not args.no_sanity_check and source.get("sanity_check", True), **_options(args, extras))
     return 0
 
 
 def run_pretrain(args) -> int:
+    output_folder(args.out)
     base, extras = read_config(args.config, "pretrain")
     settings = settings_from_args(TrainSettings, args, base)
     pretrain(args.model, args.dataset, args.out, settings, image_size=args.image_size, autoencoder=args.autoencoder,

@@ -47,7 +47,9 @@ class DatasetSpec:
 
     def candidates(self, root: Path) -> list[Path]:
         """Folders that may be this dataset's base, in the order they are tried."""
-        tops = [root] if root.name == self.name else [root, root / self.name]
+        # a folder under its name wins over the root itself: the generic `folder` set (no marker file) would
+        # otherwise take a data root that holds folder/ (and other datasets) for a class-per-folder tree
+        tops = [root] if root.name == self.name else [root / self.name, root]
         return [top / f if f else top for top in tops for f in ("",) + self.folder_names]
 
     def locate(self, root: str | os.PathLike) -> Optional[Path]:

@@ -33,7 +33,7 @@ from benchmark.metrics.registry import columns_of
 from benchmark.metrics.settings import EvaluationSettings
 from benchmark.models.settings import AUTOENCODER_NAMES, SourceSettings
 from benchmark.sampling.settings import SamplingSettings
-from benchmark.settings import Count, Index, Real, Settings
+from benchmark.settings import Count, Index, Real, Settings, non_empty
 from benchmark.tracking import WandbSettings
 from benchmark.training.settings import TrainSettings
 
@@ -92,7 +92,7 @@ class SweepSettings(Settings):
 class Selection(Settings):
     """Where each method's best w is chosen: sample sets of their own seeds, never reported."""
 
-    seeds: list[Index] = [0]
+    seeds: Annotated[list[Index], non_empty("selection.seeds=[0]")] = [0]
     """sampling seeds whose samples choose each method's best w (mean over these seeds)"""
     num_samples: Optional[Count] = Field(None, json_schema_extra={"null_word": "same"})
     """images per selection sample set (default: sampling.num_samples)"""
@@ -101,7 +101,7 @@ class Selection(Settings):
 class Report(Settings):
     """What the leaderboard reports: the selected (and fixed) settings sampled afresh on their own seeds."""
 
-    seeds: list[Index] = [1]
+    seeds: Annotated[list[Index], non_empty("report.seeds=[1]")] = [1]
     """sampling seeds of the reported numbers; disjoint from selection.seeds, so no noise is shared"""
     fixed_w: list[GuidanceScale] = []
     """protocol w values reported as rows of their own beside the best-w rows (the paper reports w = 1.5)"""
@@ -114,9 +114,7 @@ class Report(Settings):
 
     @field_validator("seeds")
     @classmethod
-    def _nonempty(cls, value: list) -> list:
-        if not value:
-            raise ValueError("is empty; give at least one report seed, e.g. report.seeds=[1]")
+    def _once(cls, value: list) -> list:
         if len(set(value)) != len(value):
             raise ValueError(f"lists a seed twice: {value}")
         return value
@@ -174,7 +172,8 @@ class WRange(Settings):
 
 # A grid of w: a list, or {start, stop, step}. The discriminator validates only the form the user wrote, so an error
 # names the problem in that form (the tags contain brackets, which error messages leave out of the key).
-WGrid = Annotated[Union[Annotated[list[GuidanceScale], Tag("[list]")], Annotated[WRange, Tag("{range}")]],
+WGrid = Annotated[Union[Annotated[list[GuidanceScale], non_empty("w_grid=[1.0, 1.5, 2.0]"), Tag("[list]")],
+                        Annotated[WRange, Tag("{range}")]],
                   Discriminator(lambda v: "{range}" if isinstance(v, (dict, WRange)) else "[list]")]
 
 
@@ -188,7 +187,7 @@ class Experiment(Settings):
 
     name: str
     """results go to results/<name>/ (default: the file's name without .yaml)"""
-    datasets: list[DatasetEntry]
+    datasets: Annotated[list[DatasetEntry], non_empty("datasets=[caltech101-32]")]
     """target datasets: registry names of benchmark.data (e.g. caltech101-32, cub100-32, food101), or your own as
     {name, path, layout: folder} (benchmark/data/settings.py)"""
     description: str = ""
@@ -199,7 +198,7 @@ class Experiment(Settings):
     autoencoder: str = "sd-vae-ft-ema"
     """image <-> latent map: sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space), or a local diffusers folder"""
     finetune: TrainSettings = TrainSettings()
-    methods: MethodList = list(METHODS)
+    methods: Annotated[MethodList, non_empty("methods=[none, cfg, dog]")] = list(METHODS)
     """guidance methods compared: registry names (none, cfg, dog, cfg+dog, autoguidance), module:attribute, or
     {name, label, params, grid, guides} entries (benchmark/harness/methods.py)"""
     w_grid: WGrid = WRange(start=1.0, stop=2.5, step=0.1)
@@ -238,9 +237,7 @@ class Experiment(Settings):
 
     @field_validator("datasets")
     @classmethod
-    def _unique_nonempty(cls, value: list, info) -> list:
-        if not value:
-            raise ValueError(f"is empty; give at least one value, e.g. {info.field_name}=[...]")
+    def _unique(cls, value: list) -> list:
         names = [_dataset_name(v) for v in value]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -271,10 +268,6 @@ class Experiment(Settings):
         if self.autoencoder != "identity" and self.source.image_size % 8:
             raise ValueError(f"source.image_size={self.source.image_size} is not a multiple of 8, which the VAE "
                              f"needs; use e.g. 256, or autoencoder=identity for pixel space")
-        if not self.selection.seeds:
-            raise ValueError("selection.seeds is empty; give at least one seed, e.g. selection.seeds=[0]")
-        if not self.methods:
-            raise ValueError("methods is empty; give at least one, e.g. methods=[none, cfg, dog]")
         check_entries(self.method_entries(), self.finetune.steps)
         for entry in self.method_entries():
             if self.sampling.guidance_interval is not None and INTERVAL in entry.params:

@@ -22,6 +22,7 @@ from benchmark.io import config_hash
 STAGES = ("latents", "finetune", "sample", "evaluate")
 NOT_IDENTITY = {
     "finetune": ("num_workers", "checkpoint_every", "keep_ema_at"),  # how fast / what is saved, not what is learned
+    "source": ("sanity_check",),                       # a check before the work, not what is learned
     "sampling": ("batch_size", "compile"),             # sample i depends only on (seed, i), not on its batch
     "sampling_unguided": ("guided_channels", "guidance_interval"),  # cannot change unguided samples
 }
@@ -39,7 +40,8 @@ def stage_config(exp: Experiment, stage: str, dataset: str, run: Optional[RunSpe
     if stage == "latents":
         return config
     finetune = {k: v for k, v in exp.finetune.to_dict().items() if k not in NOT_IDENTITY["finetune"]}
-    config.update(source=exp.source.to_dict(), finetune=finetune)
+    source = {k: v for k, v in exp.source.to_dict().items() if k not in NOT_IDENTITY["source"]}
+    config.update(source=source, finetune=finetune)
     if stage == "finetune":
         return config
     if run is None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Tag, field_validator, model_validator
 
 from benchmark.errors import ConfigError
 from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method, resolve_method
-from benchmark.settings import Count, Settings
+from benchmark.settings import Count, Settings, non_empty
 
 UNGUIDED = "none"
 
@@ -55,7 +55,7 @@ class MethodEntry(Settings):
     """the name in tables and folders (default: name); entries need distinct labels"""
     params: dict[str, Any] = {}
     """fixed parameter values, e.g. {eta: 0.0}"""
-    grid: dict[str, list] = {}
+    grid: dict[str, Annotated[list, non_empty("[1.5, 2.0]")]] = {}
     """parameter -> values chosen from on the selection seeds (default: w over the experiment's w_grid)"""
     guides: dict[str, GuideSource] = {}
     """extra guide models by the name the method's guide uses (autoguidance: weak)"""
@@ -74,7 +74,10 @@ class MethodEntry(Settings):
         return lookup_method(self.name)[0]
 
 
-MethodList = list[Union[str, MethodEntry]]
+# validated in the form the user wrote (as the experiment's datasets), so an error names the problem of that form
+MethodList = list[Annotated[Union[Annotated[str, AfterValidator(MethodEntry._known), Tag("[name]")],
+                                  Annotated[MethodEntry, Tag("{entry}")]],
+                            Discriminator(lambda v: "{entry}" if isinstance(v, (dict, MethodEntry)) else "[name]")]]
 
 
 def entries(methods: MethodList) -> list[MethodEntry]:

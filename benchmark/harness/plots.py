@@ -1,9 +1,10 @@
 """Figures of a benchmark run, drawn with matplotlib's Agg canvas (no display, no global pyplot state) and saved
 atomically as PNG.
 
-- ``plot_metric_vs_w``: one metric against w, one panel per dataset: CFG and DoG on the selection seeds as lines
-  (error bars = std over selection seeds when there are several), fine-tune only as a dashed horizontal line (its w
-  is 1), and the reported numbers (fresh report seeds) as filled markers with their bootstrap intervals.
+- ``plot_metric_vs_w``: one metric against w, one panel per dataset: every method with a scale w (CFG, DoG, yours) on
+  the selection seeds as a line per parameter setting (error bars = std over selection seeds when there are several),
+  a method without w as a dotted line at its best grid point, fine-tune only as a dashed horizontal line (its w is
+  1), and the reported numbers (fresh report seeds) as filled markers with their bootstrap intervals.
 - ``save_image_grid``: sample images (N, H, W, 3) uint8 -> one grid PNG.
 - ``compose_sample_grids``: per-method grid PNGs -> one labelled figure, side by side.
 """
@@ -31,6 +32,16 @@ METHOD_STYLE = {  # label, colour
     "cfg": ("CFG", "tab:blue"),
     "dog": ("DoG", "tab:red"),
 }
+OTHER_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def method_style(method: str, others: Sequence[str]) -> tuple[str, str]:
+    """(legend label, colour) of a method: the fixed ones for none / CFG / DoG, the next free colour otherwise."""
+    if method in METHOD_STYLE:
+        return METHOD_STYLE[method]
+    return method, OTHER_COLOURS[list(others).index(method) % len(OTHER_COLOURS)] if method in others else "black"
+
+
 METRIC_LABELS = {
     "fid": "FID",
     "fd_dinov2": "FD$_\\mathrm{DINOv2}$",
@@ -67,19 +78,27 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
     fig = Figure(figsize=(4.2 * n_cols, 3.3 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     better = "lower" if lower_is_better(metric) else "higher"
+    others = sorted(m for m in set(agg["method"]) if m not in METHOD_STYLE)
     for ax, dataset in zip(axes, datasets):
         data = agg[(agg["dataset"] == dataset) & agg[metric].notna()]
-        for method in ("cfg", "dog"):
-            line = data[data["method"] == method].sort_values("w")
-            if line.empty:
-                continue
-            label, colour = METHOD_STYLE[method]
-            std = line[f"{metric}_std"].to_numpy(dtype=float)
-            if np.isfinite(std).any():
-                ax.errorbar(line["w"], line[metric], yerr=np.nan_to_num(std), marker="o", ms=3.5, capsize=3,
-                            color=colour, label=label)
-            else:
-                ax.plot(line["w"], line[metric], marker="o", ms=3.5, color=colour, label=label)
+        guided = [m for m in ("cfg", "dog") if m in set(data["method"])] + [m for m in others if m in set(data["method"])]
+        for method in guided:
+            rows_of = data[data["method"] == method]
+            label, colour = method_style(method, others)
+            settings = list(dict.fromkeys(rows_of["params"].fillna("")))
+            for k, params in enumerate(settings):
+                line = rows_of[rows_of["params"].fillna("") == params].sort_values("w")
+                name = f"{label} {params}".strip() if len(settings) > 1 or method in others else label
+                style = dict(color=colour, ls=("-", "--", ":", "-.")[k % 4], label=name)
+                if line["w"].isna().all():  # no scale w (e.g. cfg+dog's two): its best grid point, dotted
+                    best = line[metric].min() if lower_is_better(metric) else line[metric].max()
+                    ax.axhline(best, lw=1.2, **{**style, "ls": ":", "label": f"{name} (best of its grid; no w)"})
+                    continue
+                std = line[f"{metric}_std"].to_numpy(dtype=float)
+                if np.isfinite(std).any():
+                    ax.errorbar(line["w"], line[metric], yerr=np.nan_to_num(std), marker="o", ms=3.5, capsize=3, **style)
+                else:
+                    ax.plot(line["w"], line[metric], marker="o", ms=3.5, **style)
         base = data[data["method"] == "none"]
         if not base.empty:
             label, colour = METHOD_STYLE["none"]
@@ -87,7 +106,7 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
             ax.axhline(value, ls="--", lw=1.2, color=colour, label=label)
             if np.isfinite(std):
                 ax.axhspan(value - std, value + std, color=colour, alpha=0.12, lw=0)
-        _report_points(ax, board, dataset, metric)
+        _report_points(ax, board, dataset, metric, others)
         ax.set_title(dataset)
         ax.set_xlabel("guidance scale w")
         ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} ({better} is better)")
@@ -103,14 +122,15 @@ def plot_metric_vs_w(rows: Rows, metric: str, path: str | os.PathLike, datasets:
     return save_figure(fig, path)
 
 
-def _report_points(ax, board: Optional[pd.DataFrame], dataset: str, metric: str) -> None:
-    """The leaderboard's numbers (report seeds) at their w, with their intervals, as filled diamonds."""
+def _report_points(ax, board: Optional[pd.DataFrame], dataset: str, metric: str, others: Sequence[str] = ()) -> None:
+    """The leaderboard's numbers (report seeds) at their w, with their intervals, as filled diamonds (every method
+    with a w; the controls have none)."""
     if board is None or not len(board) or metric not in board.columns:
         return
-    rows = board[(board["dataset"] == dataset) & board["method"].isin(["none", "cfg", "dog"])
-                 & (board["rule"] != "seed noise") & board[metric].notna()]
+    rows = board[(board["dataset"] == dataset) & (board["method"] != "real") & (board["rule"] != "seed noise")
+                 & board[metric].notna() & pd.to_numeric(board["w"], errors="coerce").notna()]
     for i, row in enumerate(rows.itertuples()):
-        label, colour = METHOD_STYLE[row.method]
+        label, colour = method_style(row.method, others)
         value, low, high = (float(getattr(row, c)) for c in (metric, f"{metric}_low", f"{metric}_high"))
         ax.errorbar([row.w], [value], yerr=[[value - low], [high - value]], marker="D", ms=6, capsize=4,
                     color=colour, markeredgecolor="black", ls="none",

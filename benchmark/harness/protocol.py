@@ -43,11 +43,22 @@ REFERENCE_VALUES = {
     "w selection": (UNCHECKED, "fixed w = 1.5"),
     "intervals": ("none reported in the abstract's headline (19.6% FID, 23.4% FD_DINOv2 vs standard fine-tuning)",
                   "none (one run)"),
+    "feature networks": (UNCHECKED, "dgm-eval's Inception-V3 (FID) and DINOv2 ViT-L/14 (FD_DINOv2)"),
+    "source checkpoint": ("DiT-XL/2 256x256 (ImageNet)", "DiT-XL-2-256x256.pt"),
 }
+NOT_YET = "recorded in runs.csv once a sample set is evaluated"
 
 
-def run_values(exp: Experiment) -> dict[str, str]:
-    """This run's value of every field of the table."""
+def _distinct(runs, column: str) -> list[str]:
+    """The distinct non-empty values of a runs.csv column (each row records the networks and checkpoints it used)."""
+    if runs is None or column not in getattr(runs, "columns", ()):
+        return []
+    return sorted({str(v) for v in runs[column].dropna() if str(v) not in ("", "nan")})
+
+
+def run_values(exp: Experiment, runs=None) -> dict[str, str]:
+    """This run's value of every field of the table; the feature networks' and the source's hashes come from the
+    runs.csv rows (``runs``) the leaderboard is built from."""
     ft, s, e = exp.finetune, exp.sampling, exp.evaluation
     networks = sorted({METRICS[m].space for m in e.metrics})
     resize = {"inception": "299", "dinov2": "224", "effnet": "224 (128 for images <= 64 px)"}
@@ -84,26 +95,31 @@ def run_values(exp: Experiment) -> dict[str, str]:
                        + (f"; fixed-w rows {exp.report.fixed_w}" if exp.report.fixed_w else ""),
         "intervals": f"{exp.report.level:.0%} bootstrap over sample indices ({exp.report.bootstrap} resamples, "
                      f"reference fixed); paired differences",
+        # metric=network:sha256 prefix of its weights, as each row of runs.csv records them
+        "feature networks": "; ".join(_distinct(runs, "feature_networks")) or NOT_YET,
+        "source checkpoint": f"{exp.source.checkpoint} ({exp.source.model if isinstance(exp.source.model, str) else 'DiT'}"
+                             + "".join(f", sha256 {h[:12]}" for h in _distinct(runs, "pretrained_sha256")) + ")",
     }
 
 
-def protocol_table(exp: Experiment) -> list[dict]:
-    values = run_values(exp)
+def protocol_table(exp: Experiment, runs=None) -> list[dict]:
+    values = run_values(exp, runs)
     return [{"setting": name, "this run": values[name], "paper": paper, "DogFit code": dogfit}
             for name, (paper, dogfit) in REFERENCE_VALUES.items()]
 
 
-def to_markdown(exp: Experiment) -> str:
+def to_markdown(exp: Experiment, runs=None) -> str:
     lines = [f"# Protocol of {exp.name}", "",
              "Every choice that can move the numbers: this run's value, the paper's (Zhong et al., ICLR 2025) where it "
              "could be checked against its text (\"unchecked\" otherwise: only the abstract, the dataset list and one "
              "appendix sentence were available), and the public DogFit code's (yaramohamadi/DogFit, its baseline "
              "scripts and the dgm-eval command they run).", "",
              "| setting | this run | paper | DogFit code |", "|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['this run']} | {r['paper']} | {r['DogFit code']} |" for r in protocol_table(exp)]
+    lines += [f"| {r['setting']} | {r['this run']} | {r['paper']} | {r['DogFit code']} |" for r in protocol_table(exp, runs)]
     return "\n".join(lines) + "\n"
 
 
-def write_protocol(exp: Experiment, path: Path) -> list[dict]:
-    atomic_write_text(path, to_markdown(exp))
-    return protocol_table(exp)
+def write_protocol(exp: Experiment, path: Path, runs=None) -> list[dict]:
+    """PROTOCOL.md for ``exp``; ``runs``: the runs.csv rows it reports (their feature networks and checkpoints)."""
+    atomic_write_text(path, to_markdown(exp, runs))
+    return protocol_table(exp, runs)

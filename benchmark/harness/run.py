@@ -26,6 +26,7 @@ from benchmark.harness.leaderboard import (UNGUIDED_SPEC, build_leaderboard, des
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
+from benchmark.harness.sources import check_recorded_sources
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
 from benchmark.claims import share
@@ -158,8 +159,11 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
     specs = exp.selection_runs(dataset)
     # several `dogbench run` processes on this folder: each takes the sets nobody holds, then waits for the rest
     selection = share(specs, lambda spec: sample_and_score(spec, exp.selection_num_samples(), "selection"))
-    if "evaluate" not in stages:
-        return []  # w cannot be chosen without scores: the report sets wait for an evaluated selection
+    if "evaluate" not in stages:  # w cannot be chosen without scores: the report sets wait for an evaluated selection
+        log(f"{dataset}: made the {len(specs)} selection sample set(s) only; the report sets (the chosen w on report "
+            f"seeds {exp.report.seeds}, fixed w, controls) need the selection scored first: rerun with --until "
+            f"report (or --stages evaluate,report) to choose w and make them")
+        return []
     scored = [{"dataset": s.dataset, "phase": "selection", "method": s.method, "w": s.w, "params": s.params,
                "seed": s.seed, **metrics} for s, (_, metrics) in zip(specs, selection)]  # every rank: the same choice
     choice = chosen(scored, exp.evaluation.select_by, exp.unguided_methods())
@@ -222,6 +226,8 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     runs = current_rows(exp, runs)
     if not len(runs):
         return None
+    log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
+        f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
     board = build_leaderboard(exp, runs, results_dir, results_dir.parent / "cache")
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = to_markdown(board) if len(board) else "(no report sample sets evaluated yet)"
@@ -231,10 +237,11 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
                       f"# {exp.name}\n\n{describe(exp, board)} The real-data control's images {real} the reference "
                       f"statistics (reference: {exp.evaluation.ref_split} split). Protocol: PROTOCOL.md.\n\n"
                       f"{markdown}\n")
-    protocol = write_protocol(exp, results_dir / "PROTOCOL.md")
+    protocol = write_protocol(exp, results_dir / "PROTOCOL.md", runs)
     selection = runs[runs["phase"] == "selection"]
+    # every method whose grid holds the unguided point shares the fine-tune-only set there (w = 1 on its line)
     figures = {f"{m}_vs_w": p for m, p in plot_metrics_vs_w(selection, results_dir / "plots", board=board,
-                                                              shared_w1=1.0 in exp.w_values()).items()}
+                                                              shared_w1=sorted(exp.unguided_methods() - {"none"})).items()}
     figures.update(sample_grid_figures(exp, results_dir, board))
     tracker.log_summary(board, runs, figures, protocol=protocol)
     return markdown
@@ -264,6 +271,7 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
     device = setup(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
+    check_recorded_sources(exp, results_dir, say=log)  # a checkpoint replaced under the same path: one line, now
     atomic_write_text(results_dir / "config.yaml", exp.to_yaml())
     paths = resolved_paths(exp, results_dir)
     atomic_write_json(results_dir / "paths.json", paths)

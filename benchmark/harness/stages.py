@@ -123,6 +123,9 @@ def stage_latents(ctx: DatasetContext, run: bool = True) -> Optional[Path]:
             raise missing(f"{ctx.dataset}: the latent cache {cache.root}", "latents")
         return cache.root
     with claimed(cache.root, f"the latent cache of {ctx.dataset}"):
+        if not cache.complete:
+            log(f"{ctx.dataset}: encoding {len(images)} {ctx.exp.finetune.split} images (and their mirror images) with "
+                f"{ctx.exp.autoencoder} -> {cache.root}")
         return build_latent_cache(images, ctx.autoencoder(), ctx.exp.source.image_size, ctx.cache_root / "latents",
                                   num_workers=ctx.exp.finetune.num_workers, device=ctx.device, progress=ctx.progress)
 
@@ -170,6 +173,7 @@ def _finetune(ctx: DatasetContext, out: Path) -> Path:
         wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir),
         launch=launch,
         progress=ctx.progress,
+        sanity_check=ctx.exp.source.sanity_check,
     )
     barrier()  # rank 0 has written the export before anyone records or reads it
     with main_writes() as mine:
@@ -262,7 +266,8 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
     """Metrics of the first ``num_samples`` images of a sample folder, cached beside them by evaluation config."""
     n = num_samples or ctx.exp.sampling.num_samples
     # only a complete set whose every image decodes and matches its recorded hash is scored
-    return _evaluate_cached(ctx, folder.verified_paths(n), folder.root, folder.config, n,
+    images = folder.verified_paths(n, command="dogbench run", allow_flag=None)  # run's advice, not sample's flags
+    return _evaluate_cached(ctx, images, folder.root, folder.config, n,
                             f"{spec.spec.describe()} seed={spec.seed}")
 
 

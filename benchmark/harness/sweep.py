@@ -21,6 +21,7 @@ import random
 import re
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,8 @@ from benchmark.harness.protocol import write_protocol
 from benchmark.harness.run import report_runs, run_row
 from benchmark.harness.runs import read_runs, update_runs
 from benchmark.harness.selection import chosen
+from benchmark.harness.storage import _mask_url
+from benchmark.harness.sources import check_recorded_sources
 from benchmark.harness.stages import (DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare,
                                       stage_real_control, stage_sample)
 from benchmark.io import atomic_open, atomic_write_text, file_lock
@@ -100,6 +103,17 @@ def with_retries(make, attempts: int = 5):
             time.sleep(0.5 + random.random())
 
 
+def _retry_stale_trials(max_retry: int) -> dict:
+    """RDBStorage's argument that re-queues a trial whose worker died (its heartbeat went stale): named
+    heartbeat_stale_trial_callback since Optuna 4.9, failed_trial_callback (deprecated there) before."""
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if retry is not None:
+        with warnings.catch_warnings():  # "experimental", and the replacement Optuna's deprecation notice names
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+
+
 def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_url: Optional[str] = None,
                results_root=None, heartbeat_s: Optional[int] = None, worker: int = 0):
     """The study, created on first use. ``worker`` (0, 1, ...) is mixed into the sampler's seed so that parallel
@@ -107,12 +121,18 @@ def open_study(exp: Experiment, dataset: str, method: str, metric: str, storage_
     TPE is multivariate, so a 2-D space such as cfg+dog's (w_cfg, w_dog) is modelled jointly."""
     url = storage_url or exp.sweep_storage(results_root)
     heartbeat_s = heartbeat_s or exp.sweep.heartbeat_s
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    storage = with_retries(lambda: optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage = with_retries(lambda: optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+            **_retry_stale_trials(max_retry=2),
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
+    except Exception as e:  # noqa: BLE001 - sqlalchemy, optuna and OS errors alike: the URL is the user's to fix
+        reason = str(getattr(e, "orig", None) or getattr(e, "strerror", None) or e).strip().splitlines()
+        raise ConfigError(f"cannot open the sweep storage {_mask_url(url)} ({reason[0] if reason else type(e).__name__})"
+                          f"; pass --storage (or set sweep.storage) to a URL you can write to, e.g. "
+                          f"sqlite:////writable/dir/sweep.db, or null for a file in the results folder") from None
     seed = exp.sweep.seed + 1000 * worker
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True),
@@ -132,7 +152,7 @@ def study_dir(exp: Experiment, dataset: str, method: str, metric: str, results_r
 
 
 def dashboard_hint(url: str) -> str:
-    return f"optuna-dashboard {url}   (pip install 'dogbench[dashboard]')"
+    return f"optuna-dashboard {url}   (pip install optuna-dashboard, or pip install -e '.[dashboard]' in the checkout)"
 
 
 def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_trials: Optional[int] = None,
@@ -156,10 +176,13 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
     results_dir = exp.results_dir(results_root)
     out = study_dir(exp, dataset, method, metric, results_root)
     ctx = DatasetContext(exp, dataset, results_dir, device, progress)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    check_recorded_sources(exp, results_dir, say=log)
+    url = storage_url or exp.sweep_storage(results_root)
+    # the storage is opened before any work: a URL it cannot use is one line, not an error after the fine-tune
+    study = open_study(exp, dataset, method, metric, url, results_root, worker=worker)
     stage_prepare(ctx)
     stage_finetune(ctx)
-    url = storage_url or exp.sweep_storage(results_root)
-    study = open_study(exp, dataset, method, metric, url, results_root, worker=worker)
     study.pruner = CannotWinPruner(margin=prune_margin)
     full = exp.selection_num_samples()
     low = min(exp.sweep_num_samples(), full)
@@ -212,7 +235,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
 
 def settle_trials(study, objective, heartbeat_s: int) -> None:
     """Leave no trial RUNNING or WAITING. A killed worker's trial stays RUNNING until its heartbeat is older than the
-    grace period; then fail_stale_trials fails it and the storage's RetryFailedTrialCallback enqueues its w again
+    grace period; then fail_stale_trials fails it and the storage's retry callback enqueues its w again
     (WAITING), which is run here. So a worker whose budget is spent waits for the other workers' running trials
     (finished by them, or stale) before it leaves, and a rerun of a finished study cleans up after a crash."""
     unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -285,7 +308,7 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
     markdown = to_markdown(board)
     atomic_write_text(out / "leaderboard.md", f"# study {study.study_name}\n\n{describe(study_exp, board)}\n\n"
                                               f"{markdown}\n")
-    write_protocol(study_exp, out / "PROTOCOL.md")
+    write_protocol(study_exp, out / "PROTOCOL.md", runs)
     return markdown
 
 

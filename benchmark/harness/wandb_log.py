@@ -49,6 +49,14 @@ def run_name(dataset: str, method: str, w: float, seed: Optional[int] = None) ->
     return name if seed is None else f"{name}-s{seed}"
 
 
+def entry_name(entry: Any) -> str:
+    """The name an experiment's dataset or method entry goes by in tables and tags: the entry itself when it is a
+    name, else its ``label`` or ``name`` (your own dataset ``{name, path}``, a method ``{name, label, params}``)."""
+    if isinstance(entry, Mapping):
+        return str(entry.get("label") or entry.get("name"))
+    return str(entry)
+
+
 def _no_w(w) -> bool:
     """True for the w of a sample set that has none (the real-data control's NaN)."""
     return w is None or bool(np.isnan(float(w)))
@@ -254,8 +262,8 @@ class WandbTracker(NullTracker):
                   "finetune_seed": self.config.get("finetune", {}).get("seed"),
                   "protocol": {r["setting"]: r["this run"] for r in protocol or []}}
         tags = [tag("phase", "report")]
-        tags += [tag("dataset", d) for d in self.config.get("datasets") or []]
-        tags += [tag("method", m) for m in self.config.get("methods") or []]
+        tags += [tag("dataset", entry_name(d)) for d in self.config.get("datasets") or []]
+        tags += [tag("method", entry_name(m)) for m in self.config.get("methods") or []]
         self._log("the leaderboard", data, ("report",), name=f"{self.experiment}-leaderboard",
                   group=self.experiment, job_type="report", tags=tags, config=config)
 

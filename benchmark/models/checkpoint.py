@@ -6,7 +6,8 @@ Accepted files: a raw state dict (the released ``DiT-XL-2-256x256.pt``), a dict 
 line naming the first mismatching keys and the fix.
 
 Integrity: ``export_checkpoint`` stores ``content_sha256`` (the weights and every other entry) in the file, and
-``load_dit`` checks it, so a corrupted export is one line, never a silently wrong model. Files without it (the DiT
+``load_dit`` checks it, so a corrupted export is one line, never a silently wrong model. Every checkpoint the project
+ships (``benchmark/assets/*.pt``) is such an export, so a damaged copy of it is refused wherever it is loaded from. Files without it (the DiT
 release, which publishes no hash, older exports, other training scripts' files) are checked for NaN/inf weights and
 for the architecture (``strict=True``); corrupted bytes that keep every value finite cannot be detected in them.
 """
@@ -82,16 +83,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or pickled objects we refuse to unpickle
         detail = (str(e).splitlines() or [""])[0][:120]
+        if "Weights only load failed" in detail:  # torch's advice about weights_only is not this user's fix
+            detail = "not a torch file, or one holding Python objects besides tensors"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}"
                               f"{': ' + detail if detail else ''}); check the file or re-download it") from None
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """What a checkpoint file says besides its weights (an export's ``autoencoder``, ``dataset``, ``config``, ...),
+    read without loading the weights where the format allows (mmap); ``{}`` for a raw state dict. An unreadable
+    file is the one-line CheckpointError of ``read_checkpoint``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the legacy format cannot be mapped; anything unreadable gets read_checkpoint's line
+        obj = read_checkpoint(path)
+    if not isinstance(obj, dict):
+        return {}
+    return {k: v for k, v in obj.items() if k == "config" or not isinstance(v, (dict, torch.Tensor))}
 
 
 def verify_export(obj: dict, path) -> None:
     """Check an export's ``content_sha256`` (when it has one) against its content as loaded."""
     if isinstance(obj, dict) and isinstance(obj.get(CONTENT_HASH), str):
         check_sha256(path, content_sha256({k: v for k, v in obj.items() if k != CONTENT_HASH}), obj[CONTENT_HASH],
-                     "delete it and rerun the fine-tune that wrote it (a finished run re-exports it from its "
-                     "last.ckpt), or restore an intact copy")
+                     "restore an intact copy (a checkpoint shipped in benchmark/assets: `git checkout -- "
+                     "benchmark/assets`), or delete it and rerun the training that wrote it (a finished run "
+                     "re-exports it from its last.ckpt)")
 
 
 def extract_state_dict(obj: dict, prefer: str = "ema") -> dict[str, torch.Tensor]:
@@ -185,18 +202,21 @@ def load_dit(
     else:
         config = {**infer_dit_config(state_dict), **overrides}
         if config["num_heads"] is None:
-            raise CheckpointError(f"{path}: cannot infer the head count of hidden size {config['hidden_size']}; pass --model")
+            raise CheckpointError(f"{path}: cannot infer the head count of hidden size {config['hidden_size']}; pass --model "
+                                  f"(source.model in an experiment)")
     if num_classes is not None and config.get("num_classes") != num_classes:
         raise CheckpointError(
             f"{path} has {config.get('num_classes')} classes but {num_classes} were requested; "
-            f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes")
+            f"re-head it for the target domain (dogbench finetune does) or pass the matching --num-classes "
+            f"(source.num_classes in an experiment)")
     with torch.device("meta"):  # no memory and no random init for weights the file replaces (DiT-XL/2: 2.5 GiB)
         net = DiT(**config)
     problem = describe_mismatch(net, state_dict)
     if problem:
         hint = model if isinstance(model, str) else ("the given DiT arguments" if model else "the saved config")
         raise CheckpointError(f"{path} does not fit {hint} ({config['num_classes']} classes, input {config['input_size']}): "
-                              f"{problem}; pass the matching --model/--num-classes or the right file")
+                              f"{problem}; pass the matching --model/--num-classes (source.model/source.num_classes "
+                              f"in an experiment) or the right file")
     # the file's tensors become the weights; in fp32, whatever precision they were saved in
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
                         strict=True, assign=True)

@@ -26,6 +26,10 @@ class SourceSettings(Settings):
     """classes of the source model; its null (unconditional) label is this number"""
     image_size: Count = 256
     """image side in pixels (the latent side is image_size / 8 with the SD-VAE)"""
+    sanity_check: bool = True
+    """before fine-tuning, refuse a source that does not denoise the target: its noise-prediction error on 32 target
+    images must be below 0.5 (the shipped pre-trained source: 0.08; predicting no noise: 1.0; damaged weights: more,
+    benchmark/training/probe.py); false for random stand-in weights, which fail it"""
 
     @field_validator("model")
     @classmethod

@@ -203,12 +203,14 @@ class SampleFolder:
         return out
 
     def verified_paths(self, num_samples: Optional[int] = None, allow_partial: bool = False,
-                       progress: bool = False) -> list[Path]:
+                       progress: bool = False, command: str = "dogbench sample",
+                       allow_flag: Optional[str] = "--allow-partial") -> list[Path]:
         """The first ``num_samples`` images, checked (``check_sample_set``) before they are evaluated: a missing
-        or corrupted image is a one-line UserError, unless ``allow_partial`` (then the intact ones)."""
+        or corrupted image is a one-line UserError, unless ``allow_partial`` (then the intact ones). ``command``
+        and ``allow_flag`` are what the error's advice names (``dogbench run`` has no --allow-partial)."""
         check = check_sample_set(self.root, num_samples or self.num_samples, progress=progress)
         if not check.ok and not allow_partial:
-            raise UserError(check.error())
+            raise UserError(check.error(allow_flag, command))
         return check.paths
 
 
@@ -239,10 +241,13 @@ class SampleSetCheck:
             parts.append(f"{len(self.broken)} corrupted (e.g. {path.relative_to(self.root)}: {why})")
         return f"{self.root}: " + ", ".join(parts)
 
-    def error(self, flag: str = "--allow-partial") -> str:
-        fix = ("delete the corrupted images and rerun the same `dogbench sample` command (it makes what is missing)"
-               if self.broken else "finish it with the same `dogbench sample` command (it resumes)")
-        return f"{self.describe()}; {fix}, or pass {flag} to score the {len(self.paths)} intact images"
+    def error(self, flag: Optional[str] = "--allow-partial", command: str = "dogbench sample") -> str:
+        """The check's one line with the fix: rerun ``command`` (which makes what is missing), or pass ``flag``
+        (None: the command has no such flag) to score the intact images."""
+        fix = (f"delete the corrupted images and rerun the same `{command}` command (it makes what is missing)"
+               if self.broken else f"finish it with the same `{command}` command (it resumes)")
+        partial = f", or pass {flag} to score the {len(self.paths)} intact images" if flag else ""
+        return f"{self.describe()}; {fix}{partial}"
 
 
 def check_sample_set(root: str | os.PathLike, num_samples: Optional[int] = None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import os
 import shutil
 import sys
 import time
@@ -41,12 +42,14 @@ from benchmark.devices import tf32
 from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
+from benchmark.models.checkpoint import checkpoint_metadata
 from benchmark.models.dit import DiTBlock
 from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
                                           ema_snapshot_path, report_past_snapshots)
 from benchmark.training.datamodule import TrainingData
 from benchmark.training.module import DiffusionTrainer
+from benchmark.training.probe import check_source
 from benchmark.training.settings import LaunchSettings, TrainSettings
 
 EMA_FILE = "ema.pt"
@@ -82,7 +85,8 @@ def _make_loggers(out_dir: Path, run_id: str, config: dict, wandb: WandbSettings
         _ = logger.experiment  # start the run now, so that a failure is a warning here and not an error later
     except Exception as e:  # noqa: BLE001 - a W&B failure is a warning, never a failed run
         warnings.warn(f"W&B could not start ({first_line(e)}); "
-                      f"training continues with the CSV log only (pass --no-wandb to skip W&B)", RuntimeWarning)
+                      f"training continues with the CSV log only (pass --no-wandb, or tracking.wandb.enabled=false "
+                      f"in an experiment, to skip W&B)", RuntimeWarning)
         return loggers
     return loggers + [logger]
 
@@ -192,7 +196,7 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
         raise UserError(f"training stopped at step {step} of {settings.steps}; rerun the same command to resume")
     if step > settings.steps:  # resumed from a checkpoint that had already gone further
         raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
-                        f"pass --steps {step} or another output directory")
+                        f"pass --steps {step} (finetune.steps in an experiment) or another output directory")
     export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
     if export_path:
         _copy_export(ema_path, Path(export_path))
@@ -296,23 +300,28 @@ def _dataset_classes(dataset, data_root) -> int:
 
 
 def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir: Union[str, Path],
-             settings: Optional[TrainSettings] = None, *, data_root=None, autoencoder: str = "sd-vae-ft-ema", source_model: Union[None, str, dict] = None,
+             settings: Optional[TrainSettings] = None, *, data_root=None, autoencoder: Optional[str] = None,
+             source_model: Union[None, str, dict] = None,
              source_num_classes: Optional[int] = None, image_size: Optional[int] = None,
              launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
              wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
-             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
+             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None,
+             sanity_check: bool = False) -> Path:
     """Fine-tune the pre-trained DiT in ``source`` (a path or a release name) on ``dataset`` (a registry name, or a
     user's own dataset's spec): the source is re-headed to the dataset's K classes (every weight kept except a fresh
     label table with a null row K) and trained with ``settings`` (default: the paper's protocol).
     ``source_model`` (a DiT name or a dict of DiT arguments), ``source_num_classes`` and ``image_size`` describe the
     source when the file does not (the released DiT-XL-2-256x256.pt: "DiT-XL/2", 1000, 256); otherwise the file's
     own config (or its shapes) decide. ``wandb_run`` files the W&B run elsewhere than ``<out_dir>/wandb`` (see
-    ``train``). Returns ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
+    ``train``). ``autoencoder``: default the one the source file records, else sd-vae-ft-ema. ``sanity_check``:
+    before a fresh run, refuse a source that does not denoise the target (``benchmark.training.probe``).
+    Returns ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
     settings = TrainSettings.parse(settings, "finetune")
+    path = resolve_checkpoint(source)  # the source first: a missing or unreadable file is the problem to name
+    autoencoder = autoencoder or checkpoint_metadata(path).get("autoencoder") or "sd-vae-ft-ema"
     downsample, channels = _autoencoder_geometry(autoencoder)
     if image_size is not None and image_size % downsample:
         raise UserError(f"image size {image_size} is not a multiple of the autoencoder's downsampling {downsample}")
-    path = resolve_checkpoint(source)
     if isinstance(source_model, dict):  # DiT constructor arguments (an experiment's source.model may be a dict)
         pretrained = load_dit(path, model=source_model, num_classes=source_num_classes)
     else:  # a named architecture (the DiT release files hold no config) takes the autoencoder's channels
@@ -322,11 +331,15 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
     resolution = pretrained.config["input_size"] * downsample
     if image_size is not None and image_size != resolution:
         raise UserError(f"the source model works at {resolution}px with autoencoder {autoencoder!r}, not {image_size}px; "
-                        f"pass --image-size {resolution} or the matching source")
+                        f"pass --image-size {resolution} (source.image_size in an experiment) or the matching source")
     if pretrained.config["in_channels"] != channels:
         raise UserError(f"the source model takes {pretrained.config['in_channels']} input channels but autoencoder "
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
     num_classes = _dataset_classes(dataset, data_root)
+    if sanity_check and not (Path(out_dir) / "run.json").is_file():  # a resumed run was probed when it started
+        device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                  if _on_gpu(launch.accelerator) and torch.cuda.is_available() else torch.device("cpu"))
+        check_source(pretrained, path, dataset, data_root, resolution, autoencoder, device, split=settings.split)
     new = reheaded(pretrained, num_classes, seed=settings.seed)
     metadata = {"source": str(path), "source_sha256": cached_file_sha256(path), "source_num_classes": pretrained.num_classes}
     del pretrained  # the fine-tune has its own copy; the source's memory (2.7 GB for DiT-XL/2) goes back
