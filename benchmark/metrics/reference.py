@@ -13,6 +13,7 @@ Reference set: the dataset split named by the caller; the public DoG reproductio
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +130,29 @@ def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_s
                     progress)
 
 
+def log(message: str) -> None:
+    """A progress line, from rank 0 only, in the harness's format: long feature passes are never silent, with or
+    without progress bars (a log file gets no bars)."""
+    if rank_world()[0] == 0:
+        print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def announced(what: str, dataset, network, n: int, path: Path):
+    """Log the start and the end (with its duration) of a feature pass that is cached in ``path``."""
+    log(f"{what} of {dataset.name}/{dataset.split} in {network.name} features: {n} images, once (cached in "
+        f"{path.parent} for every later run)")
+    start = time.monotonic()
+    return lambda: log(f"{what} of {dataset.name}/{dataset.split} ({network.name}) done in "
+                       f"{time.monotonic() - start:.0f} s")
+
+
 def _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images, prdc_points,
              progress) -> ReferenceStats:
     source = ImageSource(dataset, subset_indices(len(dataset), max_images))
+    done = announced("reference statistics", dataset, network, len(source), path)
     stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
                                progress=progress, desc=f"reference {dataset.name}/{dataset.split} ({network.name})")
+    done()
     prdc_features = subsample(stats["features"], prdc_points)
     with main_writes() as mine:  # every rank computed its share; rank 0 writes the file, the others wait for it
         if mine:
