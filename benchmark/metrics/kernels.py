@@ -17,6 +17,14 @@ KID (Binkowski et al. 2018, "Demystifying MMD GANs")
     a module on every call; the benchmark has a few hundred samples against thousands of cached real features, and
     needs the estimate of a resample with fixed reals (it is the independent reference in the tests, at equal sizes).
 
+The estimate assumes the samples are drawn independently of the reals. A sample that IS a real image (the real-data
+control scores images of the reference itself; a generator may reproduce a training image the reference holds) would
+be paired with itself in the cross term, and k(x, x) (for the cubic kernel far above any k(x, y)) would pull the
+estimate below zero by O(1/n): KID of a set against itself would be -(2/n)(mean k(x, x) - mean_{i != j} k(x_i, x_j)).
+So, as the within-set terms skip i = j, the cross term skips the pairs of a sample and a real that coincide (closer
+than COINCIDENT times the reals' RMS norm: the same image, up to feature rounding). KID of a set against itself is
+then exactly 0; for independent sets nothing changes. (Copies are the copy rate's business, not KID's.)
+
 A resample (bootstrap indices with counts c_j per distinct sample) keeps the estimator's meaning: the within-set
 term averages over pairs of *different* samples, sum_{j != l} c_j c_l k(x_j, x_l) / (m^2 - sum_j c_j^2), so a
 duplicated draw is never paired with itself (k(x, x) would bias the replicate upwards); with every c_j = 1 this is
@@ -45,6 +53,7 @@ KID_DEGREE = 3
 KID_COEF = 1.0
 CMMD_SIGMA = 10.0
 CMMD_SCALE = 1000.0
+COINCIDENT = 1e-4  # a sample this close to a real (relative to the reals' RMS norm) is that real image
 BLOCK = 1024  # rows of the real set per kernel block (a 1024 x 10000 float64 block is 82 MB)
 
 
@@ -66,9 +75,22 @@ def rbf_kernel(x: np.ndarray, y: np.ndarray, sigma: float = CMMD_SIGMA) -> np.nd
     return np.exp(-np.maximum(square, 0.0) / (2.0 * sigma ** 2))
 
 
-def _block_sums(kernel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row sums of kernel(x, y), computed in blocks of y."""
-    return sum((kernel(x, y[a:a + BLOCK]).sum(1) for a in range(0, len(y), BLOCK)), np.zeros(len(x)))
+def _cross_sums(kernel, x: np.ndarray, y: np.ndarray, skip_coincident: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(row sums of kernel(x, y), how many reals each row was summed over), in blocks of y; with
+    ``skip_coincident`` the reals that coincide with the row's sample are left out (module docstring)."""
+    sums, counts = np.zeros(len(x)), np.full(len(x), float(len(y)))
+    tolerance = (COINCIDENT ** 2) * float((y * y).sum(1).mean())
+    x_square = (x * x).sum(1)
+    for a in range(0, len(y), BLOCK):
+        block = y[a:a + BLOCK]
+        values = kernel(x, block)
+        if skip_coincident:
+            square = x_square[:, None] + (block * block).sum(1)[None, :] - 2.0 * (x @ block.T)
+            same = square <= tolerance
+            values[same] = 0.0
+            counts -= same.sum(1)
+        sums += values.sum(1)
+    return sums, counts
 
 
 def real_kernel_mean(kernel, real: np.ndarray, unbiased: bool) -> float:
@@ -99,7 +121,10 @@ class _KernelResampler:
             raise ValueError(f"sample and real features differ in dimension: {x.shape[1]} and {y.shape[1]}")
         self.n = len(x)
         self._within = self.kernel(x, x)
-        self._cross = _block_sums(self.kernel, x, y) / len(y)  # mean over the reals, per sample
+        # per sample: the kernel summed over the reals (those it is not), and over how many
+        self._cross_sum, self._cross_count = _cross_sums(self.kernel, x, y, skip_coincident=self.unbiased)
+        if (self._cross_count == 0).any():
+            raise ValueError("a sample coincides with every real feature vector: nothing to compare it with")
         self.real_term = real_kernel_mean(self.kernel, y, self.unbiased) if real_term is None else float(real_term)
 
     def kernel(self, x, y):
@@ -116,7 +141,8 @@ class _KernelResampler:
             within = (c @ self._within @ c - (c * c) @ np.diag(self._within)) / pairs
         else:
             within = c @ self._within @ c / (m * m)
-        return float(self.scale * (within + self.real_term - 2.0 * (c @ self._cross) / m))
+        cross = (c @ self._cross_sum) / (c @ self._cross_count)
+        return float(self.scale * (within + self.real_term - 2.0 * cross))
 
     def __call__(self, indices: np.ndarray | None = None) -> float:
         return self.of_counts(_counts(indices, self.n))
