@@ -89,11 +89,14 @@ class CopyResampler:
         return float(counts @ self.is_copy / counts.sum())
 
 
-def closest_pairs(fake, train, k: int = 3, count: int | None = None, *, device="cpu") -> list[dict]:
+def closest_pairs(fake, train, k: int = 3, count: int | None = None, *, rows=None, device="cpu") -> list[dict]:
     """For the nearest-neighbour figure: the samples sorted by the distance to their nearest train image, closest
-    first, each with its ``k`` nearest train images: [{"sample", "neighbours": [train row, ...], "distances": [...]}]
-    (``count`` samples at most)."""
+    first, each with its ``k`` nearest train images: [{"sample", "neighbours": [train index, ...], "distances":
+    [...]}] (``count`` samples at most). ``rows`` maps a row of ``train`` to the image's index in its split (a
+    SplitFeatures' ``rows``), so the neighbours index the dataset."""
     dist, index = nearest(fake, train, k, device=device)
+    if rows is not None:
+        index = np.asarray(rows)[index]
     order = np.argsort(dist[:, 0], kind="stable")[:count]
     return [{"sample": int(i), "neighbours": [int(j) for j in index[i]], "distances": [float(d) for d in dist[i]]}
             for i in order]
