@@ -53,10 +53,12 @@ def test_an_experiments_own_dataset_and_its_card(tiny_experiment, tmp_path, caps
     config = yaml.safe_load(path.read_text())
     birds = class_tree(tmp_path / "birds")
     config["datasets"] = [{"name": "birds", "path": str(birds)}]
-    config["evaluation"]["metrics"] = ["fd_effnet", "kid_effnet", "vendi_effnet", "copy_effnet"]
     path.write_text(yaml.safe_dump(config))
     samples = save(tmp_path / "samples", pictures(10, 3, (200, 60, 60)))
     assert evaluate(tmp_path, "--samples", str(samples), "--exp", str(path), "--dataset", "birds") == 0
+    assert list(json.loads((samples / "metrics.json").read_text())["metrics"]) == ["fd_effnet"]  # the experiment's
+    assert evaluate(tmp_path, "--samples", str(samples), "--exp", str(path), "--dataset", "birds", "--metrics",
+                    "fd_effnet,kid_effnet,vendi_effnet,copy_effnet") == 0
     out = capsys.readouterr().out
     result = json.loads((samples / "metrics.json").read_text())
     assert result["dataset"] == "birds" and set(result["metrics"]) == {"fd_effnet", "kid_effnet", "vendi_effnet",
@@ -131,3 +133,14 @@ def test_a_channels_first_array_is_told_to_transpose_not_to_convert_floats(tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "x.transpose(0, 2, 3, 1)" in err
     assert "np.clip" not in err and "astype" not in err  # it is uint8 already
+
+
+def test_an_experiment_lists_card_metrics_only_once_the_leaderboard_reports_them(tiny_experiment, monkeypatch):
+    from benchmark.errors import ConfigError
+    from benchmark.harness.loading import load_experiment
+    from benchmark.metrics import registry
+    path, _ = tiny_experiment
+    with pytest.raises(ConfigError, match="lists kid_effnet, which the leaderboard does not report yet"):
+        load_experiment(path, ["evaluation.metrics=[fd_effnet,kid_effnet]"])
+    monkeypatch.setattr(registry, "LEADERBOARD_READS_CARD", True)  # what the wiring change sets
+    assert load_experiment(path, ["evaluation.metrics=[fd_effnet,kid_effnet]"]).evaluation.metrics[1] == "kid_effnet"

@@ -61,6 +61,11 @@ CARD = tuple(_card(kind, space, description) for kind, description in (
                                                 "(Jayasumana et al. 2024; optional: benchmark.metrics.clip)"),
 )
 
+# Until harness/leaderboard.py reads each set's card through benchmark.metrics.card (it resamples fd and prdc kinds
+# itself), an experiment may not list the card's metrics: the leaderboard would read them as PRDC. `dogbench evaluate`
+# computes them already. Set True in the change that wires the leaderboard.
+LEADERBOARD_READS_CARD = False
+
 METRICS = {m.name: m for m in (
     _fd("fid", "inception", "FID: Frechet distance in Inception-V3 pool features (pytorch-fid weights)"),
     _fd("fd_dinov2", "dinov2", "Frechet distance in DINOv2 ViT-L/14 CLS features"),
