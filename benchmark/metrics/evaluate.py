@@ -227,14 +227,16 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
         parts = {}
         if "reference" in needs:
             parts["reference"] = reference_stats(ref, net, **common_args)
+        # the splits are never cut to the sample count (subsample mode): a copy of any training image counts
+        split_args = {**common_args, "max_images": MAX_IMAGES}
         for part, what in (("train", "train features"), ("held_out", "held-out features")):
             if part in needs:
-                parts[part] = split_features(getattr(reals, part), net, what=what, **common_args)
+                parts[part] = split_features(getattr(reals, part), net, what=what, **split_args)
         for part in ("reference", "train", "held_out"):
             if part in parts:
                 files[part][space] = parts[part].path.name if parts[part].path else None
         if "classes" in needs:
-            labelled = [split_features(s, net, what="labelled real features", **common_args) for s in reals.classes]
+            labelled = [split_features(s, net, what="labelled real features", **split_args) for s in reals.classes]
             parts["classes"] = SplitFeatures.join(labelled)
             files["classes"][space] = [p.path.name for p in labelled]
         inputs[space] = shared_inputs(parts, device_name)
@@ -312,8 +314,9 @@ def sample_labels(samples, labels, source: ImageSource):
     if labels is None:
         return None
     labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(source.images):
-        raise ValueError(f"{len(labels)} labels for {len(source.images)} samples")
+    if labels.shape != (len(source.images),):
+        raise UserError(f"{labels.shape[0] if labels.ndim else 0} class labels for {len(source.images)} samples: pass "
+                        f"one label per image, in the images' order")
     return labels if source.indices is None else labels[np.asarray(source.indices, dtype=np.int64)]
 
 
