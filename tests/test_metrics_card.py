@@ -203,3 +203,10 @@ def test_the_card_dispatches_every_kind_and_bootstraps_them_paired():
         SampleSetCard(["class_kid_effnet"], {"effnet": a}, inputs)()
     with pytest.raises(ValueError, match="train and held_out"):
         SampleSetCard(["copy_effnet"], {"effnet": a}, {"effnet": SpaceInputs()})()
+
+
+def test_protocol_lines_say_which_split_is_which():
+    from benchmark.metrics.card import protocol_lines
+    lines = protocol_lines(["fd_effnet", "kid_effnet", "copy_effnet"], "train")
+    assert len(lines) == 3 and lines[0].startswith("kid_effnet: KID") and "held out = the test split" in lines[2]
+    assert protocol_lines(["fd_effnet"]) == []

@@ -47,8 +47,9 @@ def kwargs(data, tmp_path, **more):
 def test_the_card_of_a_labelled_sample_set_and_its_cached_inputs(data, tmp_path, capsys):
     samples = np.concatenate([pictures(6, 7 + c, tint) for c, tint in enumerate(TINTS)])
     labels = np.repeat(np.arange(3), 6)
-    result = evaluate_samples(samples, "folder", CARD, features_dir=tmp_path / "set", labels=labels,
-                              **kwargs(data, tmp_path))
+    network = tiny_network()
+    result = evaluate_samples(samples, "folder", CARD, features_dir=tmp_path / "set", labels=labels, card=True,
+                              **kwargs(data, tmp_path, ) | {"networks": {"effnet": network}})
     values = result["metrics"]
     assert {"kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"} <= set(values)
     assert 1.0 <= values["vendi_effnet"] <= 18 and 0.0 <= values["copy_effnet"] <= 1.0
@@ -67,7 +68,18 @@ def test_the_card_of_a_labelled_sample_set_and_its_cached_inputs(data, tmp_path,
     assert protocol["class_kid_effnet"]["worst"][0]["name"] in ("class0", "class1", "class2")
     out = capsys.readouterr().out
     assert "train features of folder/train in tiny features: 36 images" in out  # progress lines, never silent
-    assert "reference statistics of folder/all" in out and "done in" in out
+    assert "done in" in out
+    # the reference (all = train + test) is assembled from the splits' features: no second pass over the images
+    assert "reference statistics of folder/all in tiny features: from the cached features of its splits" in out
+    assert network.module.seen == 18 + 36 + 30
+    from benchmark.data import get_dataset
+    from benchmark.metrics import reference_stats
+    direct = reference_stats(get_dataset("folder", "all", root=data), tiny_network(), cache_dir=tmp_path / "direct",
+                             device="cpu", batch_size=16, progress=False)
+    derived = result["card"].inputs["effnet"].reference
+    np.testing.assert_allclose(derived.prdc_features, direct.prdc_features, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(derived.sigma, direct.sigma, rtol=1e-5, atol=1e-9)
+    assert derived.protocol == direct.protocol
 
     # labels are cached with the features; the leaderboard's card from the files equals the recorded values
     features_file = tmp_path / "set" / result["features"]["effnet"]

@@ -167,6 +167,17 @@ class SampleSetCard:
                               level)
 
 
+def protocol_lines(metrics: Sequence[str], train_split: str = "train") -> list[str]:
+    """PROTOCOL.md's lines for the card metrics among ``metrics``: what each is, and for the copy rate which split is
+    "train" (fine-tuned on) and which is "held out" (benchmark.metrics.memorization.SPLITS_TEXT)."""
+    from benchmark.metrics.memorization import SPLITS_TEXT, held_out_split
+    lines = [f"{m}: {METRICS[m].description}" for m in metrics if METRICS[m].kind not in ("fd", "prdc")]
+    if any(METRICS[m].kind == "copy" for m in metrics):
+        lines.append(f"{SPLITS_TEXT}; this run: train = the {train_split} split, held out = the "
+                     f"{held_out_split(train_split) or '(none: fine-tuned on every image)'} split")
+    return lines
+
+
 def _describe(split: SplitFeatures) -> dict:
     protocol = split.protocol.get("parts", [split.protocol])
     return {"dataset": protocol[0].get("dataset"), "split": "+".join(str(p.get("split")) for p in protocol),

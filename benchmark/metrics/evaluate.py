@@ -29,7 +29,7 @@ from benchmark.metrics.prdc import MAX_POINTS, NEAREST_K, SUBSAMPLE_SEED
 from benchmark.metrics.realsets import RealSets, real_sets
 from benchmark.metrics.reference import MAX_IMAGES, load_arrays, reference_stats, save_arrays, subset_indices
 from benchmark.metrics.registry import METRICS
-from benchmark.metrics.splits import SplitFeatures, split_features
+from benchmark.metrics.splits import SplitFeatures, features_in_order, split_features
 
 DEFAULT_METRICS = ("fid", "fd_dinov2", "prdc")
 
@@ -224,21 +224,24 @@ def evaluate_samples(samples, dataset, metrics: str | Iterable[str] = DEFAULT_ME
                                                             batch_size=batch_size, device=device,
                                                             num_workers=num_workers, progress=progress)
         features[space] = stats["features"]
-        parts = {}
-        if "reference" in needs:
-            parts["reference"] = reference_stats(ref, net, **common_args)
+        parts, known = {}, []
         # the splits are never cut to the sample count (subsample mode): a copy of any training image counts
         split_args = {**common_args, "max_images": MAX_IMAGES}
         for part, what in (("train", "train features"), ("held_out", "held-out features")):
             if part in needs:
                 parts[part] = split_features(getattr(reals, part), net, what=what, **split_args)
-        for part in ("reference", "train", "held_out"):
-            if part in parts:
-                files[part][space] = parts[part].path.name if parts[part].path else None
+                known.append((getattr(reals, part), parts[part]))
         if "classes" in needs:
             labelled = [split_features(s, net, what="labelled real features", **split_args) for s in reals.classes]
             parts["classes"] = SplitFeatures.join(labelled)
             files["classes"][space] = [p.path.name for p in labelled]
+            known += list(zip(reals.classes, labelled))
+        if "reference" in needs:  # from the splits' features when they hold every reference image
+            parts["reference"] = reference_stats(ref, net, known_features=lambda: features_in_order(ref, known)
+                                                 if known else None, **common_args)
+        for part in ("reference", "train", "held_out"):
+            if part in parts:
+                files[part][space] = parts[part].path.name if parts[part].path else None
         inputs[space] = shared_inputs(parts, device_name)
         common = {**net.protocol(), "n_samples": len(stats["features"]), "max_images": max_images,
                   "subsample_seed": SUBSAMPLE_SEED}

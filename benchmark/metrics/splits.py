@@ -49,6 +49,38 @@ class SplitFeatures:
                    np.concatenate([p.rows for p in parts]), {"parts": [p.protocol for p in parts]}, None)
 
 
+def item_keys(dataset) -> list | None:
+    """What identifies each image of ``dataset`` across splits of one dataset (its file, or its row of the .npz), or
+    None for a set that does not say."""
+    files, root = getattr(dataset, "files", None), getattr(dataset, "root", None)
+    if isinstance(files, list) and root is not None:  # FileImageDataset
+        return [str(Path(root) / f) for f in files]
+    arrays, rows = getattr(dataset, "arrays", None), getattr(dataset, "rows", None)
+    if arrays is not None and rows is not None:  # ArrayImageDataset: rows of one .npz
+        return [(str(arrays.path), int(r)) for r in rows]
+    path = getattr(dataset, "path", None)
+    if path is not None and hasattr(dataset, "source"):  # ImageSet: a folder or an .npz
+        return [(str(path), i) for i in range(len(dataset))]
+    return None
+
+
+def features_in_order(target, parts) -> np.ndarray | None:
+    """The features of every image of ``target`` in its order, gathered from ``parts`` ([(dataset, SplitFeatures)]:
+    e.g. its train and test splits), or None when some image is in none of them."""
+    keys = item_keys(target)
+    if keys is None:
+        return None
+    where = {}
+    for dataset, split in parts:
+        part_keys = item_keys(dataset)
+        if part_keys is not None:
+            for position, row in enumerate(split.rows):
+                where[part_keys[int(row)]] = (split.features, position)
+    if not all(k in where for k in keys):
+        return None
+    return np.stack([where[k][0][where[k][1]] for k in keys]) if keys else None
+
+
 def split_protocol(dataset, network: FeatureNetwork, max_images: int | None) -> dict[str, Any]:
     return {"cache_version": CACHE_VERSION, "content": "features and labels of every image",
             "dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint(),
