@@ -210,3 +210,21 @@ def test_protocol_lines_say_which_split_is_which():
     lines = protocol_lines(["fd_effnet", "kid_effnet", "copy_effnet"], "train")
     assert len(lines) == 3 and lines[0].startswith("kid_effnet: KID") and "held out = the test split" in lines[2]
     assert protocol_lines(["fd_effnet"]) == []
+
+
+def test_above_a_thousand_samples_the_pair_means_come_from_blocks(monkeypatch):
+    from benchmark.metrics import kernels
+    fake, real = gaussian(30, seed=30), gaussian(20, shift=0.2, seed=31)
+    monkeypatch.setattr(kernels, "PAIR_BLOCK", 7)  # blocks of 7, 7, 7, 7, 2 samples
+    k = polynomial_kernel(fake, fake)
+    same_block = (np.arange(30)[:, None] // 7 == np.arange(30)[None, :] // 7) & ~np.eye(30, dtype=bool)
+    blocked = KIDResampler(fake, real)
+    full = k[~np.eye(30, dtype=bool)].mean()
+    assert blocked() - KIDResampler(fake, real, real_term=blocked.real_term)() == 0  # deterministic
+    expected = k[same_block].mean() + blocked.real_term - 2 * polynomial_kernel(fake, real).mean()
+    assert blocked() == pytest.approx(expected, rel=1e-12) and k[same_block].mean() != pytest.approx(full)
+    unit_fake, unit_real = unit(fake), unit(real)
+    g = rbf_kernel(unit_fake, unit_fake)
+    v_expected = (g[same_block].mean() * (30 * 30 - 30) + 30) / 900  # self-pairs at their exact weight
+    expected = 1000 * (v_expected + rbf_kernel(unit_real, unit_real).mean() - 2 * rbf_kernel(unit_fake, unit_real).mean())
+    assert CMMDResampler(unit_fake, unit_real)() == pytest.approx(expected, rel=1e-9)
