@@ -124,3 +124,17 @@ def test_full_size_standin_loads_as_the_release_would(tmp_path):
     assert net.dim == 768 and net.protocol()["input_size"] == 336
     with torch.no_grad():
         assert net.forward(torch.rand(1, 3, 336, 336)).shape == (1, 768)
+
+
+def test_an_older_pytorch_model_bin_with_position_ids_loads(small_clip, tmp_path):
+    """The release's original pytorch_model.bin was saved by a transformers that stored position_ids buffers."""
+    from safetensors.torch import load_file
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copyfile(small_clip / "config.json", folder / "config.json")
+    state = load_file(str(small_clip / "model.safetensors"))
+    state["vision_model.embeddings.position_ids"] = torch.arange(5)[None]
+    torch.save(state, folder / "pytorch_model.bin")
+    x = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(clip.clip_network(folder).forward(x), clip.clip_network(small_clip).forward(x))

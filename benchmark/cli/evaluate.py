@@ -77,7 +77,8 @@ def configure(p, name: str) -> None:
     p.add_argument("--dinov2-weights", default=None, metavar="PATH",
                    help="dinov2_vitl14_pretrain.pth (default: the torch hub checkpoints folder)")
     p.add_argument("--clip-weights", default=None, metavar="DIR",
-                   help="a folder with config.json and model.safetensors of openai/clip-vit-large-patch14-336, for "
+                   help="a folder with config.json and model.safetensors (or pytorch_model.bin) of "
+                        "openai/clip-vit-large-patch14-336, for "
                         "CMMD (default: the Hugging Face cache)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",

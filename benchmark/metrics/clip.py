@@ -33,8 +33,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 VISION_KEYS = ("vision_model.", "visual_projection.")
-DOWNLOAD = f"`hf download {CLIP_REPO} config.json model.safetensors` (the huggingface_hub CLI; into the Hugging Face " \
-           f"cache)"
+DOWNLOAD = f"`hf download {CLIP_REPO} config.json pytorch_model.bin` (the huggingface_hub CLI)"
 
 
 def hub_cache_snapshot() -> Path | None:
@@ -56,15 +55,16 @@ def find_clip_weights(weights=None) -> Path:
     if weights:
         folder = Path(weights).expanduser()
         if not (folder / "config.json").is_file() or _weights_in(folder) is None:
-            problem = "does not exist" if not folder.exists() else "lacks config.json or model.safetensors"
+            problem = "does not exist" if not folder.exists() else "lacks config.json or the weights"
             raise UserError(f"--clip-weights {folder} {problem}: pass a folder holding the config.json and "
-                            f"model.safetensors of {CLIP_REPO} (download: {DOWNLOAD})")
+                            f"model.safetensors (or pytorch_model.bin) of {CLIP_REPO} (download: {DOWNLOAD})")
         return folder
     folder = hub_cache_snapshot()
     if folder is None or _weights_in(folder) is None:
         from huggingface_hub import constants  # comes with transformers and diffusers
-        raise UserError(f"CMMD needs the CLIP weights {CLIP_REPO}: download them once with {DOWNLOAD}, "
-                        f"{constants.HF_HUB_CACHE}, or pass --clip-weights DIR")
+        raise UserError(f"CMMD needs the CLIP weights {CLIP_REPO}: download them once into the Hugging Face cache "
+                        f"({constants.HF_HUB_CACHE}) with {DOWNLOAD}, or pass --clip-weights DIR (a folder holding "
+                        f"config.json and the weights)")
     return folder
 
 
