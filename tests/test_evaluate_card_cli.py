@@ -82,7 +82,8 @@ def test_copy_rate_of_a_folder_against_train_and_held_out_folders(tmp_path, caps
     assert evaluate(tmp_path, "--samples", str(copies), *args, "--held-out", str(held_out)) == 0
     assert json.loads((copies / "metrics.json").read_text())["metrics"]["copy_effnet"] == 1.0
     # --train alone against a --reference folder: the reference is the held-out yardstick
-    assert evaluate(tmp_path, "--samples", str(copies), *args, "--bootstrap", "0", "--out", str(tmp_path / "o.json")) == 0
+    out = str(tmp_path / "o.json")
+    assert evaluate(tmp_path, "--samples", str(copies), *args, "--bootstrap", "0", "--out", out) == 0
     result = json.loads((tmp_path / "o.json").read_text())
     assert result["metrics"]["copy_effnet"] == 1.0 and "intervals" not in result
     capsys.readouterr()

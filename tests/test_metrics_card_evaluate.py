@@ -58,7 +58,8 @@ def test_the_card_of_a_labelled_sample_set_and_its_cached_inputs(data, tmp_path,
     assert result["train"] == {"effnet": result["classes"]["effnet"][0]}
     assert result["held_out"] == {"effnet": result["classes"]["effnet"][1]}
     train = load_split_features(cache / result["train"]["effnet"])
-    assert len(train) == 36 and sorted(set(train.labels.tolist())) == [0, 1, 2] and train.rows.tolist() == list(range(36))
+    assert len(train) == 36 and sorted(set(train.labels.tolist())) == [0, 1, 2]
+    assert train.rows.tolist() == list(range(36))
     assert train.protocol["split"] == "train" and load_split_features(cache / result["held_out"]["effnet"]).protocol[
         "split"] == "test"
     protocol = result["protocol"]

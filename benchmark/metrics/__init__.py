@@ -14,7 +14,8 @@ from benchmark.metrics.prdc import prdc
 from benchmark.metrics.reference import ReferenceStats, reference_stats
 
 __all__ = [
-    "CardFiles", "SampleSetCard", "SpaceInputs", "FeatureNetwork", "ImageSource", "ResizePreprocess", "ReferenceStats", "clean_resize", "evaluate_samples",
+    "CardFiles", "SampleSetCard", "SpaceInputs",
+    "FeatureNetwork", "ImageSource", "ResizePreprocess", "ReferenceStats", "clean_resize", "evaluate_samples",
     "extract_features", "frechet_distance", "frechet_distance_from_features", "gaussian_stats", "prdc",
     "reference_stats",
 ]

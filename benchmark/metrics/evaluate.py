@@ -26,7 +26,7 @@ from benchmark.metrics.features import ImageSource, feature_statistics
 from benchmark.metrics.frechet import gaussian_stats
 from benchmark.metrics.inception import fid_inception_network, find_inception_weights
 from benchmark.metrics.prdc import MAX_POINTS, NEAREST_K, SUBSAMPLE_SEED
-from benchmark.metrics.realsets import RealSets, real_sets
+from benchmark.metrics.realsets import real_sets
 from benchmark.metrics.reference import MAX_IMAGES, load_arrays, reference_stats, save_arrays, subset_indices
 from benchmark.metrics.registry import METRICS
 from benchmark.metrics.splits import SplitFeatures, features_in_order, split_features
@@ -280,7 +280,8 @@ STATISTICS = {  # kind -> how the number is computed, for the protocol record
     "prdc": {"statistic": "PRDC (Naeem et al. 2020), Euclidean k-NN", "k": NEAREST_K},
     "kid": {"statistic": "KID: unbiased MMD^2, kernel (x.y/D + 1)^3, every sample against the reference's real "
                          "features (benchmark.metrics.kernels)"},
-    "class_kid": {"statistic": "KID per class (>= 2 samples), unweighted mean over classes (benchmark.metrics.kernels)"},
+    "class_kid": {"statistic": "KID per class (>= 2 samples), unweighted mean over classes "
+                               "(benchmark.metrics.kernels)"},
     "vendi": {"statistic": "Vendi score, cosine similarity, Shannon entropy (benchmark.metrics.diversity)"},
     "copy": {"statistic": "fraction of samples at most as far from their nearest train image as the closest 5% of "
                           "held-out images (benchmark.metrics.memorization)"},

@@ -24,7 +24,6 @@ fraction with an interval, against the fine-tuning images, and calibrated by hel
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from benchmark.metrics.intervals import _counts
 from benchmark.metrics.prdc import _as_tensor, _distances
