@@ -16,6 +16,8 @@ What is written (each file in the layout its loader reads with ``strict=True``):
                                                state-dict layout (weights.dinov2_hub_dir)
     OUT_DIR/dinov2_vitl14_pretrain.pth         its random weights (weights.dinov2_weights)
     OUT_DIR/data/caltech101/101_ObjectCategories/<class>/image_NNNN.jpg   real images (data_root)
+    (not by default) clip-vit-large-patch14-336/   ``write_clip``: a transformers CLIPModel folder with the CMMD
+                                               release's config (--clip-weights / weights.clip), for tests
     OUT_DIR/standins.json                      what was written and with which settings (reruns skip finished files)
 """
 from __future__ import annotations
@@ -45,6 +47,13 @@ SD_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out
                      layers_per_block=2, norm_num_groups=32, act_fn="silu", sample_size=256)
 # DINOv2's ViT-L/14 as torch.hub builds it: 518-pixel position grid (37 x 37 patches), LayerScale, no registers
 VITL14 = dict(img_size=518, patch_size=14, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0)
+# openai/clip-vit-large-patch14-336's config.json (CMMD's CLIP): the two towers and their shared projection width
+CLIP_L14_336 = dict(
+    vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24,
+                       patch_size=14, image_size=336, hidden_act="quick_gelu", projection_dim=768),
+    text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                     max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768),
+    projection_dim=768)
 MANIFEST = "standins.json"
 
 
@@ -200,6 +209,22 @@ def write_dinov2(hub_dir: Path, weights: Path, config: Optional[dict] = None, se
     torch.manual_seed(seed)
     atomic_torch_save(DinoViT(**config).state_dict(), weights)
     return hub_dir, weights
+
+
+def write_clip(folder: Path, config: Optional[dict] = None, seed: int = 0) -> Path:
+    """A transformers CLIPModel (text and vision towers, as the release holds) with random weights, saved like
+    ``save_pretrained`` (config.json + model.safetensors); ``config`` defaults to CLIP_L14_336 (tests pass small
+    towers)."""
+    from transformers import CLIPConfig, CLIPModel  # ~7 s to import; only CMMD needs it
+
+    config = dict(config or CLIP_L14_336)
+    torch.manual_seed(seed)
+    text = dict(config["text_config"])
+    if text.get("vocab_size", 49408) < 49408:  # a small test vocabulary: the release's special tokens lie outside it
+        text.setdefault("bos_token_id", 0)
+        text.setdefault("eos_token_id", 1)
+    CLIPModel(CLIPConfig(**{**config, "text_config": text})).save_pretrained(folder)
+    return folder
 
 
 def write_caltech101(root: Path, classes: int = 3, per_class: int = 6, size: Optional[int] = None,

@@ -18,6 +18,7 @@ from test_metrics_evaluate import tiny_network
 pytestmark = pytest.mark.usefixtures("one_thread")
 REAL_BUILD_NETWORK = evaluate_module.build_network
 EFFNET = ["fd_effnet", "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet"]
+HERE = ["fd_effnet", "prdc_effnet", "kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"]
 
 
 def pictures(n, seed, bright=0):
@@ -56,12 +57,15 @@ def evaluate(sets, *argv):
 
 
 def test_any_folder_or_npz_against_any_reference(sets, capsys):
-    assert available_metrics() == ["fd_effnet", "prdc_effnet"]
+    assert available_metrics() == HERE
     assert evaluate(sets, "--samples", str(sets / "same"), "--reference", str(sets / "ref")) == 0
     out = capsys.readouterr().out
     assert "fd_effnet" in out and f"wrote {sets / 'same' / 'metrics.json'}" in out
     folder = json.loads((sets / "same" / "metrics.json").read_text())
-    assert sorted(folder["metrics"]) == sorted(EFFNET)  # the default: the metrics that work here
+    # the default: the metrics that work here with these inputs (no labels, no fine-tuning images: no class KID, no
+    # copy rate), each with its interval
+    assert sorted(folder["metrics"]) == sorted(EFFNET + ["kid_effnet", "vendi_effnet"])
+    assert set(folder["intervals"]) == set(folder["metrics"]) and folder["intervals"]["kid_effnet"]["resamples"] == 200
     assert folder["n_samples"] == 12 and folder["protocol"]["fd_effnet"]["n_reference"] == 30
     assert folder["reference_path"] == str(sets / "ref")
 
@@ -84,7 +88,7 @@ def test_unavailable_metrics_name_the_ones_that_work(sets, capsys, monkeypatch):
     assert evaluate(sets, "--samples", str(sets / "same"), "--reference", str(sets / "ref"), "--metrics", "fid") == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pt_inception-2015-12-05-6726825d.pth" in err
-    assert err.endswith("metrics that work here: fd_effnet,prdc_effnet")
+    assert err.endswith(f"metrics that work here: {','.join(HERE)}")
 
 
 def test_the_real_data_floor(sets, capsys):

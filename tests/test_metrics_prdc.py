@@ -97,3 +97,23 @@ def test_subsample_is_seeded_and_bounded():
     a, b = subsample(x, 10), subsample(x, 10)
     assert len(a) == 10 and (a == b).all() and (np.diff(a[:, 0]) > 0).all()
     assert subsample(x, 1000) is x
+
+
+def test_copies_of_real_points_score_the_same_whatever_the_rounding():
+    """The real-data control: fakes that are real points of the reference sit exactly on the balls they bound, so
+    feature rounding (another thread count, batch or device: 1e-6) used to flip density and coverage by several
+    percent. A copy is scored as the real point it is: every rounding gives the exact-arithmetic answer."""
+    from benchmark.metrics.intervals import PRDCResampler
+
+    rng = np.random.default_rng(3)
+    real = integer_points(rng, 120, 8)
+    rows = rng.choice(120, 24, replace=False)
+    exact = brute_force_prdc(real, real[rows], 5)  # integer coordinates: exact distances, ties as defined
+    scale = np.abs(real).mean()
+    for seed in range(4):
+        noise = np.random.default_rng(seed).normal(size=(24, 8)) * 1e-6 * scale
+        for got in (prdc(real, real[rows] + noise, k=5), PRDCResampler(real, real[rows] + noise)()):
+            assert got == pytest.approx(exact, abs=1e-12)
+    # a fake near, but not at, a real point is an ordinary fake
+    off = real[rows] + 0.3 * np.random.default_rng(9).normal(size=(24, 8)) * np.abs(real).std()
+    assert prdc(real, off, k=5) == pytest.approx(brute_force_prdc(real, off, 5), abs=1e-12)

@@ -15,7 +15,7 @@ def test_runs_csv_write_update_read(tmp_path):
     runs.write_runs(first, path)
     header = path.read_text().splitlines()[0].split(",")
     assert header == list(runs.RUNS_COLUMNS)  # every column, missing ones empty
-    assert path.read_text().splitlines()[1].startswith("A,report,none,1.0,,0,10.0" + "," * 11 + "100")
+    assert path.read_text().splitlines()[1].startswith("A,report,none,1.0,,0,10.0" + "," * len(runs.METRICS) + "100")
     # a resumed run replaces its own row and adds new ones; the order stays dataset, method, w, seed
     updated = runs.update_runs(path, [row("A", "cfg", 1.5, 0, fid=8.5), row("A", "dog", 1.5, 0, fid=8.0),
                                     row("A", "cfg", 1.2, 0, fid=9.5, git_commit="abc")])

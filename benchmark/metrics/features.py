@@ -146,8 +146,57 @@ def load_image_array(path, what: str = "--samples") -> np.ndarray:
                         f"(N, H, W, 3) images") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
         raise UserError(f"{what} {path}: {key} is {images.dtype} {tuple(images.shape)}, not uint8 (N, H, W, 3) with "
-                        f"N >= 1; convert it (e.g. np.clip(x * 255, 0, 255).astype(np.uint8), channels last)")
+                        f"N >= 1; {array_fix(images)}")
     return images
+
+
+def array_fix(images: np.ndarray) -> str:
+    """The one conversion that makes ``images`` uint8 (N, H, W, 3), for the error message: only what is wrong."""
+    fixes = []
+    if images.dtype != np.uint8:
+        fixes.append("np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]" if images.dtype.kind == "f"
+                     else "x.astype(np.uint8) for values in [0, 255]")
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] != 3:
+        fixes.append("x.transpose(0, 2, 3, 1) for channels first (N, C, H, W)")
+    elif images.ndim == 3:
+        fixes.append("np.repeat(x[..., None], 3, axis=-1) for grey images (N, H, W)")
+    if images.ndim == 4 and 1 in (images.shape[1], images.shape[-1]):
+        fixes.append("np.repeat(x, 3, axis=-1) for one channel (channels last)")
+    if not len(images):
+        fixes.append("save at least one image")
+    return "convert it: " + "; ".join(fixes) if fixes else "save the images as uint8 (N, H, W, 3), channels last"
+
+
+def load_npz_labels(path) -> np.ndarray | None:
+    """The class labels saved beside the images of an .npz (key ``labels``, or ``arr_1`` as the ADM sampler saves a
+    class-conditional batch), or None."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in ("labels", "arr_1") if k in z.files), None)
+            labels = z[key] if key else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        return None
+    return labels.astype(np.int64)
+
+
+def size_counts(source: "ImageSource", limit: int | None = None) -> dict[str, int]:
+    """How many images of each size (``"WxH"``) a folder holds, read from the file headers (no decoding); an array
+    has one size. ``limit``: look at that many files at most."""
+    files = source.files()
+    if files is None:
+        item = source.item(0) if len(source) else None
+        return {f"{item.shape[1]}x{item.shape[0]}": len(source)} if isinstance(item, np.ndarray) else {}
+    counts: dict[str, int] = {}
+    for f in files[:limit]:
+        try:
+            with Image.open(f) as image:
+                size = f"{image.size[0]}x{image.size[1]}"
+        except UNREADABLE_ERRORS:
+            continue  # reported when the image is read
+        counts[size] = counts.get(size, 0) + 1
+    return counts
 
 
 def open_images(path, what: str = "--samples"):

@@ -50,7 +50,7 @@ import torch
 
 from benchmark.metrics.frechet import _psd_sqrt  # the one PSD square root of the package
 # the same distance code and tensors as prdc(), so memberships (hence point estimates) are bit-identical to prdc()
-from benchmark.metrics.prdc import NEAREST_K, _as_tensor, _distances, knn_radii
+from benchmark.metrics.prdc import NEAREST_K, _as_tensor, ball_blocks, knn_radii
 from benchmark.metrics.registry import PRDC_KEYS
 
 LEVEL = 0.95
@@ -219,11 +219,9 @@ class PRDCResampler:
                              f"{tuple(real_radii.shape)}; pass the real_radii of a resampler on the same real set")
         self.real_radii = knn_radii(real_t, k, block) if real_radii is None else real_radii.to(real_t.device)
         fake_radii = knn_radii(fake_t, k, block)
-        in_real_ball, in_fake_ball = [], []  # (real, fake) index pairs, as prdc() forms its blocks
-        for i in range(0, self.n_real, block):
-            d = _distances(real_t[i:i + block], fake_t)
-            for pairs, inside in ((in_real_ball, d < self.real_radii[i:i + block, None]),
-                                  (in_fake_ball, d < fake_radii[None, :])):
+        in_real_ball, in_fake_ball = [], []  # (real, fake) index pairs, from prdc()'s own blocks
+        for i, inside_real, inside_fake in ball_blocks(real_t, fake_t, self.real_radii, fake_radii, block):
+            for pairs, inside in ((in_real_ball, inside_real), (in_fake_ball, inside_fake)):
                 reals, fakes = inside.nonzero(as_tuple=True)
                 pairs.append(np.stack([reals.cpu().numpy() + i, fakes.cpu().numpy()]).astype(np.int32))
         self._real_ball_pairs = np.concatenate(in_real_ball, axis=1)  # fake [1] lies in the ball of real [0]

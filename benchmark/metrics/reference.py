@@ -13,6 +13,7 @@ Reference set: the dataset split named by the caller; the public DoG reproductio
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from benchmark.claims import claim
 from benchmark.distributed import main_writes, rank_world
 from benchmark.io import IntegrityError, atomic_open, check_sha256, config_hash, content_sha256, results_root
 from benchmark.metrics.features import FeatureNetwork, ImageSource, feature_statistics
+from benchmark.metrics.frechet import gaussian_stats
 from benchmark.metrics.prdc import MAX_POINTS, SUBSAMPLE_SEED, subsample
 
 CACHE_VERSION = 1
@@ -110,9 +112,12 @@ def _load(path: Path, protocol: dict[str, Any]) -> ReferenceStats | None:
 
 def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_size: int = 50, device=None,
                     num_workers: int | None = None, max_images: int | None = MAX_IMAGES,
-                    prdc_points: int | None = MAX_POINTS, progress: bool = True) -> ReferenceStats:
+                    prdc_points: int | None = MAX_POINTS, progress: bool = True,
+                    known_features=None) -> ReferenceStats:
     """Reference statistics of ``dataset`` (an ImageDataset per the data contract) in ``network``'s space, from the
-    cache when its key matches, else computed and cached."""
+    cache when its key matches, else computed and cached. ``known_features``: a callable returning the features of
+    every image of ``dataset`` in its order when other caches already hold them (the split features of its train
+    and test splits), else None; used instead of a pass over the images when the set is not subsampled."""
     protocol = reference_protocol(dataset, network, max_images, prdc_points)
     path = cache_path(protocol, cache_dir or default_cache_dir())
     cached = _load(path, protocol)
@@ -124,16 +129,42 @@ def reference_stats(dataset, network: FeatureNetwork, *, cache_dir=None, batch_s
             if cached is not None:
                 return cached
             return _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images,
-                            prdc_points, progress)
+                            prdc_points, progress, known_features)
     return _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images, prdc_points,
-                    progress)
+                    progress, known_features)
+
+
+def log(message: str) -> None:
+    """A progress line, from rank 0 only, in the harness's format: long feature passes are never silent, with or
+    without progress bars (a log file gets no bars)."""
+    if rank_world()[0] == 0:
+        print(f"[dogbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def announced(what: str, dataset, network, n: int, path: Path):
+    """Log the start and the end (with its duration) of a feature pass that is cached in ``path``."""
+    log(f"{what} of {dataset.name}/{dataset.split} in {network.name} features: {n} images, once (cached in "
+        f"{path.parent} for every later run)")
+    start = time.monotonic()
+    return lambda: log(f"{what} of {dataset.name}/{dataset.split} ({network.name}) done in "
+                       f"{time.monotonic() - start:.0f} s")
 
 
 def _compute(dataset, network, protocol, path, batch_size, device, num_workers, max_images, prdc_points,
-             progress) -> ReferenceStats:
-    source = ImageSource(dataset, subset_indices(len(dataset), max_images))
-    stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
-                               progress=progress, desc=f"reference {dataset.name}/{dataset.split} ({network.name})")
+             progress, known_features=None) -> ReferenceStats:
+    rows = subset_indices(len(dataset), max_images)
+    features = known_features() if known_features is not None and rows is None else None
+    if features is not None and len(features) == len(dataset):  # the same features, already extracted
+        log(f"reference statistics of {dataset.name}/{dataset.split} in {network.name} features: from the cached "
+            f"features of its splits ({len(features)} images, no second pass)")
+        stats = {"n": len(features), "features": features}
+        stats["mu"], stats["sigma"] = gaussian_stats(features)
+    else:
+        source = ImageSource(dataset, rows)
+        done = announced("reference statistics", dataset, network, len(source), path)
+        stats = feature_statistics(network, source, batch_size=batch_size, device=device, num_workers=num_workers,
+                                   progress=progress, desc=f"reference {dataset.name}/{dataset.split} ({network.name})")
+        done()
     prdc_features = subsample(stats["features"], prdc_points)
     with main_writes() as mine:  # every rank computed its share; rank 0 writes the file, the others wait for it
         if mine:

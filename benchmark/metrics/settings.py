@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from benchmark.errors import did_you_mean
+from benchmark.metrics import registry
 from benchmark.metrics.registry import METRICS
 from benchmark.settings import Count, Settings
 
@@ -14,7 +15,9 @@ class EvaluationSettings(Settings):
     """Metrics between generated samples and the target's real images."""
 
     metrics: list[str] = ["fid", "fd_dinov2"]
-    """metrics to compute: fid, fd_dinov2, prdc (DINOv2), fd_effnet, prdc_effnet (offline EfficientNet-Lite0)"""
+    """metrics to compute: fid, fd_dinov2, prdc (DINOv2), fd_effnet, prdc_effnet (offline EfficientNet-Lite0); the
+    card: kid_, class_kid_, vendi_, copy_ + inception, dinov2 or effnet (e.g. kid_effnet), and cmmd (CLIP, optional);
+    what each is: benchmark.metrics.registry"""
     ref_split: Literal["train", "test", "all"] = "all"
     """real images of the reference statistics"""
     reference: Literal["all", "subsample"] = "all"
@@ -24,6 +27,17 @@ class EvaluationSettings(Settings):
     """cap on real (and generated) images per set, a seeded subset beyond it (dgm-eval's default)"""
     batch_size: Count = 256
     """images per feature-network forward pass"""
+
+    @model_validator(mode="after")
+    def _card_reaches_the_leaderboard(self):
+        """An experiment (a subclass: the harness's ``evaluation:``) lists card metrics only once the leaderboard
+        resamples them (registry.LEADERBOARD_READS_CARD); ``dogbench evaluate`` computes them already."""
+        card = [m for m in self.metrics if METRICS[m].kind not in ("fd", "prdc")]
+        if card and type(self) is not EvaluationSettings and not registry.LEADERBOARD_READS_CARD:
+            raise ValueError(f"lists {', '.join(card)}, which the leaderboard does not report yet; compute them with "
+                             f"`dogbench evaluate --exp NAME --dataset D --samples DIR` and keep fid, fd_dinov2, prdc, "
+                             f"fd_effnet, prdc_effnet here")
+        return self
 
     def max_images(self, num_samples: int) -> int:
         """Images per set for evaluate_samples: the cap, or the sample count in subsample mode."""
