@@ -41,6 +41,7 @@ from benchmark.devices import tf32
 from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
+from benchmark.models.adapter import with_adapter
 from benchmark.models.dit import DiTBlock
 from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
@@ -327,7 +328,10 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
         raise UserError(f"the source model takes {pretrained.config['in_channels']} input channels but autoencoder "
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
     num_classes = _dataset_classes(dataset, data_root)
-    new = reheaded(pretrained, num_classes, seed=settings.seed)
+    if settings.adapter is None:
+        new = reheaded(pretrained, num_classes, seed=settings.seed)
+    else:  # LoRA: the source itself, wrapped (one copy of its weights); its export is the adapter
+        new = with_adapter(pretrained, num_classes, settings.adapter, seed=settings.seed)
     metadata = {"source": str(path), "source_sha256": cached_file_sha256(path), "source_num_classes": pretrained.num_classes}
     del pretrained  # the fine-tune has its own copy; the source's memory (2.7 GB for DiT-XL/2) goes back
     return train(new, dataset, out_dir, settings, kind="finetune", autoencoder=autoencoder, resolution=resolution,
@@ -344,6 +348,9 @@ def pretrain(model: Union[str, dict], dataset: Union[str, DatasetSpec], out_dir:
     ``"DiT-N/2"``, identity autoencoder). ``model`` is a name from ``benchmark.models.DiT_models`` or a dict of
     DiT arguments; input size, channels and classes follow the data. Returns ``<out_dir>/ema.pt``."""
     settings = TrainSettings.parse(settings, "pretrain")
+    if settings.adapter is not None:
+        raise UserError("pretraining trains every weight from scratch; an adapter applies to fine-tunes only "
+                        "(drop --adapter / pretrain.adapter)")
     downsample, channels = _autoencoder_geometry(autoencoder)
     if image_size is None:
         image_size = get_spec(dataset).resolution
