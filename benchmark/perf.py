@@ -200,12 +200,18 @@ def sampling_loop_seconds(cfg: PerfSettings, device: torch.device, batch: list, 
     for steps in cfg.timed_steps:
         sampler = make_sampler(settings.replaced(steps=steps))
         seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
+    loop_s, fit = loop_extrapolation(cfg, seconds)
+    return sampler, loop_s, seconds, fit
+
+
+def loop_extrapolation(cfg: PerfSettings, seconds: list) -> tuple[float, str]:
+    """(seconds of the loop at ``report_steps``, how): the line through the timings at the two ``timed_steps``."""
     (s1, s2), (t1, t2) = cfg.timed_steps, seconds
     per_step = (t2 - t1) / (s2 - s1)
     fit = "line through both step counts"
     if per_step <= 0:  # timing noise larger than the step's cost (a busy machine): scale the longer time
         per_step, fit = t2 / s2, "proportional to the longer timing (the two timings were within noise)"
-    return sampler, t1 + per_step * (cfg.report_steps - s1), seconds, fit
+    return t1 + per_step * (cfg.report_steps - s1), fit
 
 
 def generate_row(cfg: PerfSettings, sampler, device: torch.device, png_s: float) -> dict:

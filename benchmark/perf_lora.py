@@ -15,14 +15,16 @@ adds 2 r (d_in + d_out) per token and layer: under 1 % at rank 64).
 """
 from __future__ import annotations
 
+import time
 from typing import Optional
 
+import numpy as np
 import torch
 
 from benchmark.models import reheaded
 from benchmark.models.adapter import AdapterSettings, with_adapter
-from benchmark.perf import (GUIDED_W, PATHS, PerfSettings, _rate_row, _with_flops, random_autoencoder, random_dit,
-                            sampling_loop_seconds, training_rows)
+from benchmark.perf import (GUIDED_W, PATHS, PerfSettings, _rate_row, _with_flops, loop_extrapolation,
+                            random_autoencoder, random_dit, synchronize, training_rows)
 from benchmark.sampling import SamplingSettings, build_sampler, method_point
 from benchmark.sampling.one_copy import mixed_batch
 
@@ -35,6 +37,29 @@ def random_lora(cfg: PerfSettings, latent: int):
             if ".lora_" in name:
                 p.normal_(0, 0.02)
     return model
+
+
+def round_robin_seconds(cfg: PerfSettings, device: torch.device, batch: list, variants: dict, settings,
+                        autoencoder) -> dict[str, list[float]]:
+    """variant -> [median seconds at each of ``timed_steps``]: every variant's sampler timed once per round, ``repeat``
+    rounds, so that a machine whose load drifts (a shared CPU) slows every variant alike."""
+    samplers = {}
+    for variant, (method, finetuned, pretrained, mixed) in variants.items():
+        for steps in cfg.timed_steps:
+            timed = settings.replaced(steps=steps)
+            sampler = build_sampler(timed, method_point(method, GUIDED_W, timed), 0, finetuned, pretrained,
+                                    autoencoder, device)
+            samplers[(variant, steps)] = mixed_batch(sampler) if mixed else sampler
+    print(f"timing {len(variants)} sampling variants, {cfg.repeat} rounds ...", flush=True)
+    times: dict = {key: [] for key in samplers}
+    for round_ in range(cfg.repeat + 1):  # round 0 warms up (torch.compile compiles there)
+        for key, sampler in samplers.items():
+            start = time.perf_counter()
+            sampler.sample_latents(batch)
+            synchronize(device)
+            if round_:
+                times[key].append(time.perf_counter() - start)
+    return {variant: [float(np.median(times[(variant, steps)])) for steps in cfg.timed_steps] for variant in variants}
 
 
 def lora_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: Optional[float]) -> list[dict]:
@@ -56,29 +81,21 @@ def lora_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: O
         precision, compile_on_cuda = PATHS[path]
         settings = SamplingSettings(precision=precision, decode_precision=precision, batch_size=cfg.batch_size,
                                     compile=compile_on_cuda and device.type == "cuda", guided_channels=3)
-        rates = {}
-        for variant, (method, finetuned, pretrained, mixed) in variants.items():
-            print(f"timing {method} sampling, {variant} ({path}) ...", flush=True)
-
-            def make(timed, method=method, finetuned=finetuned, pretrained=pretrained, mixed=mixed):
-                sampler = build_sampler(timed, method_point(method, GUIDED_W, timed), 0, finetuned, pretrained,
-                                        autoencoder, device)
-                return mixed_batch(sampler) if mixed else sampler
-
-            _, loop_s, seconds, fit = sampling_loop_seconds(cfg, device, batch, make, settings)
+        seconds = round_robin_seconds(cfg, device, batch, variants, settings, autoencoder)
+        by_kind = {}
+        for variant, (method, *_) in variants.items():
+            loop_s, fit = loop_extrapolation(cfg, seconds[variant])
             row = _rate_row("sampling", len(batch), loop_s, method=method, variant=variant, path=path,
                             precision=precision, compile=settings.compiled_on(device.type), steps=cfg.report_steps,
-                            timed_steps=list(cfg.timed_steps), timed_seconds=seconds, extrapolation=fit,
-                            decode_included=False)
+                            timed_steps=list(cfg.timed_steps), timed_seconds=seconds[variant], extrapolation=fit,
+                            decode_included=False, timing="round-robin over the variants, median of repeat")
             rows.append(_with_flops(row, 2 * cfg.report_steps * fwd_flops, peak))
-            rates[(method, variant.split(":")[0])] = rates.get((method, variant.split(":")[0]), []) + [row]
-        for (method, kind), found in rates.items():
-            if method != "dog":
-                continue
-            cfg_rate = rates[("cfg", kind)][0]["img_per_s"]
-            for row in found:
-                rows.append({"work": "ratio", "what": f"dog/cfg, {row['variant']}", "path": path,
-                             "value": row["img_per_s"] / cfg_rate})
+            by_kind.setdefault((method, variant.split(":")[0]), []).append(rows[-1])
+        for (method, kind), found in by_kind.items():
+            if method == "dog":
+                cfg_rate = by_kind[("cfg", kind)][0]["img_per_s"]
+                rows += [{"work": "ratio", "what": f"dog/cfg, {row['variant']}", "path": path,
+                          "value": row["img_per_s"] / cfg_rate} for row in found]
     if "training" not in cfg.skip:
         rows += training_rows(cfg, device, fwd_flops, peak, make_model=lambda: random_lora(cfg, latent),
                               variant=f"lora-r{cfg.lora_rank}")

@@ -4,8 +4,10 @@ With a LoRA fine-tune (``benchmark.models.adapter``) DoG's guide is the fine-tun
 module with the adapter off. The shipped path calls the two like any two models (``GuidedDenoiser``: the fine-tune's
 batch, then the source view's batch with the adapter switched off). ``MixedBatchDenoiser`` is the alternative: one
 forward over both batches, peft choosing the adapter per row (``AdaptedDiT.forward_mixed``). ``dogbench perf
---lora-rank R`` times both (``perf_lora.py``); the two-forward path measured faster on CPU, so it ships, and this one
-is reached only through ``mixed_batch``.
+--lora-rank R`` times both (``benchmark/perf_lora.py``). The mixed batch is faster on a CPU, where a batch of 2B uses
+the cores better than two of B (as CFG's one call beats DoG's two there); on a GPU at the protocol's batch one call of
+2B costs what two of B cost (DoG and CFG run at the same rate on an H200), so the mixed batch's gather and scatter per
+adapted layer are pure overhead there, and the two forwards ship. This path is reached through ``mixed_batch``.
 """
 from __future__ import annotations
 
