@@ -43,6 +43,7 @@ REFERENCE_VALUES = {
     "w selection": (UNCHECKED, "fixed w = 1.5"),
     "intervals": ("none reported in the abstract's headline (19.6% FID, 23.4% FD_DINOv2 vs standard fine-tuning)",
                   "none (one run)"),
+    "fine-tuned weights": (UNCHECKED, UNCHECKED),
 }
 
 
@@ -84,6 +85,10 @@ def run_values(exp: Experiment) -> dict[str, str]:
                        + (f"; fixed-w rows {exp.report.fixed_w}" if exp.report.fixed_w else ""),
         "intervals": f"{exp.report.level:.0%} bootstrap over sample indices ({exp.report.bootstrap} resamples, "
                      f"reference fixed); paired differences",
+        "fine-tuned weights": "every weight" if ft.adapter is None else
+        f"LoRA (peft) rank {ft.adapter.rank}, alpha {ft.adapter.alpha:g}, dropout {ft.adapter.dropout:g} on "
+        f"{', '.join(ft.adapter.targets)}, the new label table in full, the rest frozen; DoG's guide is the same "
+        f"weights with the adapter off",
     }
 
 
