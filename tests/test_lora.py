@@ -263,6 +263,7 @@ def test_sample_command_rebuilds_a_lora_export_on_its_recorded_base(lora_run, so
     assert manifest["config"]["pretrained_sha256"] == file_sha256(source)
 
 
+@pytest.mark.slow  # the whole pipeline (reference statistics, every stage) on the tiny experiment
 @needs_caltech
 def test_an_experiment_with_a_lora_finetune_runs_end_to_end(tiny_experiment):
     path, results = tiny_experiment
