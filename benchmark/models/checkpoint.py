@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from benchmark.io import NetworkError, atomic_torch_save, check_finite, check_sha256, content_sha256, probe
-from benchmark.models.adapter import export_adapter, is_adapted, is_adapter_export
+from benchmark.models.adapter import export_adapter, is_adapted, is_adapter_export, load_adapted
 from benchmark.models.dit import DiT, dit_config
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
@@ -177,7 +177,6 @@ def load_dit(
     obj = read_checkpoint(path)
     verify_export(obj, path)
     if is_adapter_export(obj):
-        from benchmark.models.adapter import load_adapted
         return load_adapted(obj, path, base=base, num_classes=num_classes)
     state_dict = extract_state_dict(obj, prefer)
     check_finite(state_dict, path, "re-download it (release files) or restore an intact copy; a fine-tune that "
