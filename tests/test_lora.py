@@ -121,6 +121,9 @@ def test_lora_starts_where_the_full_finetune_starts_with_only_adapter_and_table_
     assert sum(p.numel() for n, p in lora.named_parameters() if p.requires_grad) == \
         2 * 2 * ((32 + 96) + (32 + 32) + (32 + 64) + (64 + 32)) + 8 * 32  # r (in + out) per layer and block; table
     assert (lora.num_classes, lora.null_label, lora.config["num_classes"]) == (7, 7, 7)
+    lora.y_embedder.dropout_prob = 1.0  # a DiT's own label dropout (train mode) drops to the fine-tune's null row
+    with torch.no_grad():
+        assert torch.equal(lora.train()(x, t, y), lora.eval()(x, t, torch.full_like(y, 7)))
 
 
 @needs_caltech

@@ -229,6 +229,9 @@ def with_adapter(source: DiT, num_classes: int, settings: AdapterSettings, seed:
     new = nn.Embedding(num_classes + 1, hidden)
     new.weight = nn.Parameter(torch.randn((num_classes + 1, hidden), generator=generator) * 0.02)
     table.modules_to_save[ADAPTER] = new.to(table.original_module.weight.device)
+    # the label dropout a DiT draws in train mode replaces labels by the (fine-tune's) null row; the source view
+    # runs in eval mode only
+    peft_model.base_model.model.y_embedder.num_classes = num_classes
     model = AdaptedDiT(peft_model, config, source_config, settings, modules)
     wanted = set(model.trainable_names())
     for name, p in model.named_parameters():
