@@ -110,9 +110,9 @@ def test_a_full_finetune_keeps_its_identity_and_an_adapter_is_part_of_it():
 def test_lora_starts_where_the_full_finetune_starts_with_only_adapter_and_table_trainable(source):
     x, t = inputs()
     y = torch.tensor([0, 6, 7])  # 7 = the new null label
-    full = reheaded(load_dit(source), 7, seed=3)
+    full = reheaded(load_dit(source), 7, seed=3).eval()
     src = load_dit(source)
-    lora = with_adapter(src, 7, AdapterSettings(rank=2), seed=3)
+    lora = with_adapter(src, 7, AdapterSettings(rank=2), seed=3).eval()  # eval: no label dropout
     assert lora.dit is src  # the source itself, wrapped: no copy of its weights
     with torch.no_grad():
         assert torch.equal(lora(x, t, y), full(x, t, y))  # LoRA's B starts at 0; the same fresh label table
@@ -149,7 +149,7 @@ def test_export_is_small_hashed_and_rebuilds_the_finetune(lora_run, source):
 
 @needs_caltech
 def test_the_source_view_is_the_separately_loaded_source_model(lora_run, source):
-    model, src = load_dit(lora_run / "ema.pt"), load_dit(source)
+    model, src = load_dit(lora_run / "ema.pt"), load_dit(source).eval()  # eval: no label dropout
     view = model.source_view()
     x, t = inputs(4)
     null, labels = torch.full((4,), 5), torch.tensor([0, 3, 4, 5])

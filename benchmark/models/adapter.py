@@ -226,9 +226,9 @@ def with_adapter(source: DiT, num_classes: int, settings: AdapterSettings, seed:
     table = peft_model.base_model.model.y_embedder.embedding_table  # ModulesToSaveWrapper
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     hidden = table.original_module.embedding_dim
-    new = nn.Embedding(num_classes + 1, hidden)
-    new.weight = nn.Parameter(torch.randn((num_classes + 1, hidden), generator=generator) * 0.02)
-    table.modules_to_save[ADAPTER] = new.to(table.original_module.weight.device)
+    weight = torch.randn((num_classes + 1, hidden), generator=generator) * 0.02  # no draw from the global generator
+    table.modules_to_save[ADAPTER] = nn.Embedding.from_pretrained(weight.to(table.original_module.weight.device),
+                                                                  freeze=False)
     # the label dropout a DiT draws in train mode replaces labels by the (fine-tune's) null row; the source view
     # runs in eval mode only
     peft_model.base_model.model.y_embedder.num_classes = num_classes
