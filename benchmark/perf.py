@@ -79,6 +79,9 @@ class PerfSettings(Settings):
     """reference = fp32 weights with TF32, eager; fast = bf16 autocast, torch.compile on CUDA"""
     skip: list[Literal["sampling", "decode", "png", "training", "features"]] = []
     """work not to measure"""
+    lora_rank: Optional[Count] = Field(None, json_schema_extra={"null_word": "none"})
+    """also time a LoRA fine-tune of this rank (attention and MLP projections): DoG with one copy of the weights (two
+    forwards, as shipped, and one mixed-batch forward), CFG and fine-tuning steps (none: not measured)"""
 
     @field_validator("timed_steps")
     @classmethod
@@ -165,18 +168,10 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
         decode_s = None
         for method in ("dog", "cfg", "none"):
             print(f"timing {method} sampling ({path}) ...", flush=True)
-            seconds = []
-            for steps in cfg.timed_steps:
-                timed = settings.replaced(steps=steps)
-                sampler = build_sampler(timed, method_point(method, GUIDED_W if method != "none" else 1.0, timed), 0,
-                                        finetuned, pretrained, autoencoder, device)
-                seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
-            (s1, s2), (t1, t2) = cfg.timed_steps, seconds
-            per_step = (t2 - t1) / (s2 - s1)
-            fit = "line through both step counts"
-            if per_step <= 0:  # timing noise larger than the step's cost (a busy machine): scale the longer time
-                per_step, fit = t2 / s2, "proportional to the longer timing (the two timings were within noise)"
-            loop_s = t1 + per_step * (cfg.report_steps - s1)
+            sampler, loop_s, seconds, fit = sampling_loop_seconds(
+                cfg, device, batch, lambda timed: build_sampler(
+                    timed, method_point(method, GUIDED_W if method != "none" else 1.0, timed), 0, finetuned,
+                    pretrained, autoencoder, device), settings)
             if decode_s is None and "decode" not in cfg.skip:
                 z, _ = sampler.sample_latents(batch)
                 decode_s = time_it(lambda: sampler.decode(z), device, warmup=1, repeat=cfg.repeat)
@@ -196,6 +191,27 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
         rows.append(_rate_row("png", len(batch), png_s))
         rows.append(generate_row(cfg, sampler, device, png_s))
     return rows
+
+
+def sampling_loop_seconds(cfg: PerfSettings, device: torch.device, batch: list, make_sampler, settings):
+    """(the last sampler, seconds of the denoising loop at ``report_steps``, the timings, how they were fitted):
+    ``make_sampler(settings)`` timed at both ``timed_steps`` and extrapolated along the line through them."""
+    seconds = []
+    for steps in cfg.timed_steps:
+        sampler = make_sampler(settings.replaced(steps=steps))
+        seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
+    loop_s, fit = loop_extrapolation(cfg, seconds)
+    return sampler, loop_s, seconds, fit
+
+
+def loop_extrapolation(cfg: PerfSettings, seconds: list) -> tuple[float, str]:
+    """(seconds of the loop at ``report_steps``, how): the line through the timings at the two ``timed_steps``."""
+    (s1, s2), (t1, t2) = cfg.timed_steps, seconds
+    per_step = (t2 - t1) / (s2 - s1)
+    fit = "line through both step counts"
+    if per_step <= 0:  # timing noise larger than the step's cost (a busy machine): scale the longer time
+        per_step, fit = t2 / s2, "proportional to the longer timing (the two timings were within noise)"
+    return t1 + per_step * (cfg.report_steps - s1), fit
 
 
 def generate_row(cfg: PerfSettings, sampler, device: torch.device, png_s: float) -> dict:
@@ -231,8 +247,11 @@ class StepTimer(L.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def training_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: Optional[float]) -> list[dict]:
+def training_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, peak: Optional[float],
+                  make_model: Optional[Callable] = None, variant: Optional[str] = None) -> list[dict]:
+    """Fine-tuning steps of ``make_model()`` (default: the re-headed full fine-tune) on each path."""
     latent = cfg.image_size // (8 if cfg.in_channels == 4 else 1)
+    make_model = make_model or (lambda: reheaded(random_dit(cfg, latent, 1000), cfg.num_classes, seed=0))
     B, n = cfg.train_batch_size, cfg.train_batch_size * 4
     g = torch.Generator().manual_seed(0)
     mean, std = torch.randn(n, cfg.in_channels, latent, latent, generator=g), torch.rand(n, cfg.in_channels, latent, latent, generator=g)
@@ -244,8 +263,7 @@ def training_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
     for path in cfg.paths:
         precision = PATHS[path][0]
         print(f"timing fine-tuning steps ({path}) ...", flush=True)
-        model = reheaded(random_dit(cfg, latent, 1000), cfg.num_classes, seed=0)
-        module = DiffusionTrainer(model, global_batch_size=B)
+        module = DiffusionTrainer(make_model(), global_batch_size=B)
         timer = StepTimer(device)
         launch = LaunchSettings(devices=1, accelerator="gpu" if device.type == "cuda" else "cpu")
         with tempfile.TemporaryDirectory() as tmp:
@@ -255,7 +273,8 @@ def training_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
             trainer.fit(module, train_dataloaders=loader)
         seconds = float(np.median(timer.times[warmup:]))
         row = _rate_row("finetune_step", B, seconds, path=path, precision=precision,
-                        includes="label dropout, DiT loss (MSE + VB), AdamW, EMA update; pre-encoded latents")
+                        includes="label dropout, DiT loss (MSE + VB), AdamW, EMA update; pre-encoded latents",
+                        **({"variant": variant} if variant else {}))
         rows.append(_with_flops(row, 3 * fwd_flops, peak))
     return rows
 
@@ -310,6 +329,9 @@ def run_perf(settings: PerfSettings, device: torch.device) -> dict:
         rows += training_rows(cfg, device, fwd_flops, peak)
     if "features" not in cfg.skip:
         rows += feature_rows(cfg, device)
+    if cfg.lora_rank is not None:
+        from benchmark.perf_lora import lora_rows
+        rows += lora_rows(cfg, device, fwd_flops, peak)
     return {"device": name, "torch": torch.__version__, "settings": cfg.to_dict(), "gflops_per_forward": fwd_flops / 1e9,
             "bf16_peak_tflops": peak, "rows": rows, "paper_protocol_device_hours": paper_protocol_hours(rows),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -323,7 +345,7 @@ def format_table(record: dict) -> str:
         if r["work"] == "ratio":
             lines.append(f"{r['what']:<34}{r['path']:>10}{r['value']:>12.3f}")
             continue
-        what = r["work"] + "".join(f" {r[k]}" for k in ("method", "network") if r.get(k))
+        what = r["work"] + "".join(f" {r[k]}" for k in ("method", "network", "variant") if r.get(k))
         tflops = f"{r['tflops']:.1f}" if r.get("tflops") is not None else ""
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else ""
         lines.append(f"{what:<34}{r.get('path', ''):>10}{r['img_per_s']:>12.2f}{tflops:>10}{mfu:>8}")

@@ -156,6 +156,8 @@ def describe_error(error: ValidationError, cls: type, key: str = "") -> str:
     full = ".".join(names) or "the settings"
     if key == "--" and names:  # command-line flags: name the flag the user typed
         full = "--" + names[0].replace("_", "-")
+        if len(names) > 1:  # a key inside the flag's value: --adapter rank=0
+            full += " " + ".".join(names[1:])
     kind, value, ctx = problem["type"], problem.get("input"), problem.get("ctx") or {}
     if kind == "extra_forbidden":
         owner, _ = _owner_and_field(cls, loc)

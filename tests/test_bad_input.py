@@ -17,7 +17,8 @@ from PIL import Image
 
 import benchmark.sampling.writer as writer_module
 from benchmark.cli import COMMANDS, main
-from benchmark.models import DiT, export_checkpoint, reheaded
+from benchmark.models import DiT, export_checkpoint, load_dit, reheaded
+from benchmark.models.adapter import AdapterSettings, with_adapter
 from benchmark.sampling.writer import MANIFEST, SampleFolder
 from conftest import REPO, flip_weight_bytes, tiny_dit_config
 
@@ -59,6 +60,9 @@ def files(tmp_path_factory):
     f["ft"], f["pre"] = root / "ft.pt", root / "pre.pt"
     export_checkpoint(ft, f["ft"], autoencoder="identity")
     export_checkpoint(source, f["pre"], autoencoder="identity")
+    f["lora"] = root / "lora.pt"  # a LoRA export whose base is pre.pt
+    export_checkpoint(with_adapter(load_dit(f["pre"]), 3, AdapterSettings(rank=2), seed=1), f["lora"],
+                      autoencoder="identity")
     weight = ft.state_dict()["final_layer.linear.weight"].numpy().tobytes()[:32]
     f["ft_corrupted"] = root / "ft-corrupted.pt"
     shutil.copyfile(f["ft"], f["ft_corrupted"])
@@ -132,6 +136,7 @@ def files(tmp_path_factory):
 
 
 S = ["sample", "--finetuned", "{ft}", "--pretrained", "{pre}", "--num-samples", "4", "--steps", "2", "--out", "{out}"]
+F = ["finetune", "--source", "{pre}", "--dataset", "caltech101-32", "--out", "{out}", "--autoencoder", "identity"]
 E = ["evaluate", "--samples", "{samples}", "--reference", "{ref}", "--metrics", "fd_effnet", "--cache-dir", "{cache}"]
 
 
@@ -358,6 +363,20 @@ CASES = [
                                 "{file}"], "--out {file} is a file, not a folder"),
     ("finetune-out-read-only", ["finetune", "--source", "{pre}", "--dataset", "caltech101-32", "--out",
                                 "{readonly}/run"], "is not writable"),
+    # ---- LoRA fine-tunes: a bad adapter spec before anything runs; an adapter on another base
+    ("finetune-adapter-unknown-kind", with_(F, "--adapter", "{{kind: lorax}}"), "--adapter kind='lorax' is not one of lora"),
+    ("finetune-adapter-rank-0", with_(F, "--adapter", "{{rank: 0}}"), "--adapter rank=0 must be >= 1"),
+    ("finetune-adapter-target-matches-nothing", with_(F, "--adapter", "{{targets: [attn.qvk]}}"),
+     "'attn.qvk' matches no Linear layer of a DiT; did you mean 'attn.qkv'?"),
+    ("finetune-adapter-block-beyond-depth", with_(F, "--adapter", "{{targets: [blocks.9]}}"),
+     "'blocks.9' matches no Linear layer of the source DiT (depth 2)"),
+    ("finetune-adapter-not-a-mapping", with_(F, "--adapter", "[4, 4]"), "--adapter: must be a mapping"),
+    ("pretrain-adapter", ["pretrain", "--model", "DiT-N/4", "--dataset", "caltech101-32", "--out", "{out}",
+                          "--adapter", "lora"], "an adapter applies to fine-tunes only"),
+    ("run-adapter-rank-0", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "finetune.adapter.rank=0"],
+     "finetune.adapter.rank=0 must be >= 1"),
+    ("sample-lora-on-another-base", with_(S, "--finetuned", "{lora}", "--pretrained", "{ft}",
+                                          drop=["--finetuned", "--pretrained"]), "is a LoRA adapter of a base with sha256"),
     ("latents-data-root-missing", ["latents", "--dataset", "caltech101-32", "--data-root", "{missing}", "--vae",
                                    "identity-is-not-this"], "data root {missing}"),
     ("run-data-root-missing", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "data_root={missing}",

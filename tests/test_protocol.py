@@ -46,6 +46,7 @@ def test_every_field_is_listed_with_three_columns():
     ("selection.seeds=[7]", "w selection"),
     ("report.fixed_w=[2.0]", "w selection"),
     ("report.bootstrap=50", "intervals"),
+    ("finetune.adapter={rank: 8}", "fine-tuned weights"),
 ])
 def test_each_field_follows_its_setting(override, setting):
     base, changed = load_experiment("paper"), load_experiment("paper", [override])

@@ -240,3 +240,42 @@ def test_toy_writes_every_output(tiny_run):
     # exact target draws score as in-domain as the metric allows
     exact = next(r for r in metrics["leaderboard"] if r["method"] == "target_exact")
     assert exact["ood_rate_mean"] < 0.04 and exact["fd_mean"] < 0.01
+
+
+def test_a_lora_finetune_of_the_toy_trains_only_its_adapter_and_table_and_guides_with_the_adapter_off():
+    from benchmark.toy.model import ToyLoRA
+
+    torch.manual_seed(0)
+    pre = ToyDenoiser(num_classes=36, hidden=32, depth=2)
+    with torch.no_grad():
+        for p in pre.parameters():
+            p.normal_(0, 0.1)
+    x, t = torch.randn(5, 2), torch.randint(0, 1000, (5,))
+    null = torch.full((5,), 36)
+    with torch.no_grad():
+        before = pre(x, t, null)
+    lora = ToyLoRA(pre, 4, rank=2)
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n or "modules_to_save" in n for n in trainable)
+    # rank 2 x (in + out) for each block's modulation (32 -> 64) and two MLP layers (32 -> 32), and the 5-row table
+    assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == 2 * 2 * (96 + 64 + 64) + 5 * 32
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if ".lora_B" in n:
+                p.normal_(0, 0.5)  # a trained adapter
+        guide = lora.adapter_off()
+        assert torch.equal(guide(x, t, null), before)  # the pre-trained model: its own table and null row (36)
+        assert (lora(x, t, torch.full((5,), 4)) - before).abs().max() > 1e-3
+    assert (lora.null_label, guide.null_label) == (4, 36)
+
+
+@pytest.mark.slow
+def test_the_toy_runs_with_a_lora_finetune(tmp_path):
+    from benchmark.io import read_json
+
+    args = [a for a in TINY_ARGS if a != "--no-progress"]
+    assert main(args + ["--lora-rank", "4", "--out", str(tmp_path), "--no-progress"]) == 0
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["config"]["lora_rank"] == 4
+    dog = [r for r in metrics["rows"] if r["variant"] == "dog" and r["w"] == 2.0]
+    assert len(dog) == 2 and all(math.isfinite(r["nll"]) for r in dog)

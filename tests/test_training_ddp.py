@@ -14,7 +14,8 @@ from conftest import REPO, SHARED_DATA, run_if, tiny_dit_config
 
 @pytest.mark.slow
 @run_if(shared_data="caltech101/caltech101_32.npz")
-def test_two_process_ddp_on_cpu(tmp_path):
+@pytest.mark.parametrize("adapter", [None, "{rank: 2, dropout: 0.1}"], ids=["full", "lora"])
+def test_two_process_ddp_on_cpu(tmp_path, adapter):
     torch.manual_seed(0)
     export_checkpoint(DiT(**tiny_dit_config()), tmp_path / "source.pt", autoencoder="identity")
     out = tmp_path / "run"
@@ -22,7 +23,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
            "--dataset", "caltech101-32", "--data-root", str(SHARED_DATA), "--vae", "identity", "--out", str(out),
            "--steps", "3", "--global-batch-size", "8", "--checkpoint-every", "2", "--num-workers", "0",
            "--max-images", "64", "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", "--no-wandb",
-           "--no-progress", "--no-sanity-check"]
+           "--no-progress", "--no-sanity-check"] + (["--adapter", adapter] if adapter else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -32,3 +33,4 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert done["steps"] == 3
     model = load_dit(out / "ema.pt")
     assert model.config["num_classes"] == 101 and model.checkpoint_meta["steps"] == 3
+    assert type(model).__name__ == ("AdaptedDiT" if adapter else "DiT")

@@ -12,6 +12,7 @@ from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, look
 from benchmark.data.latents import is_pixel_space
 from benchmark.io import cached_file_sha256
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
+from benchmark.models.adapter import source_view
 from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, sampler_identity
 from benchmark.sampling.settings import SamplePoint
 
@@ -26,8 +27,8 @@ def configure(p, name: str) -> None:
     p.add_argument("--finetuned", required=True, metavar="PATH",
                    help="fine-tuned checkpoint (.pt; its EMA weights are used)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
-                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog "
-                        "(default: none)")
+                   help="pre-trained source checkpoint, DoG's guide (e.g. DiT-XL-2-256x256.pt); needed for --method dog; "
+                        "for a LoRA export, its base (default: none; a LoRA export's recorded base)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (resumes when it holds samples of the same config)")
     what = p.add_argument_group("what to sample")
@@ -122,10 +123,12 @@ def run(args) -> int:
     device = resolve_device(args.device)
     output_folder(args.out)  # before any model is loaded: a read-only or wrong --out loses nothing
     ft_path = resolve_checkpoint(args.finetuned)
-    finetuned = load_dit(ft_path)
+    finetuned = load_dit(ft_path, base=args.pretrained)  # a LoRA export: rebuilt on its base, checked by sha256
     needed = spec.models()
-    pre_path = pretrained = None
-    if PRETRAINED in needed:
+    pre_path = pretrained = pre_sha256 = None
+    if PRETRAINED in needed and source_view(finetuned) is not None:  # LoRA: the guide is the same weights, adapter off
+        pretrained, pre_sha256 = source_view(finetuned), finetuned.checkpoint_meta["source_sha256"]
+    elif PRETRAINED in needed:
         if not args.pretrained:
             raise ValueError(f"--method {point.method} needs --pretrained CKPT (the source model, e.g. "
                              f"DiT-XL-2-256x256.pt)")
@@ -148,7 +151,8 @@ def run(args) -> int:
     sampler = build_sampler(settings, spec, point.seed, finetuned, pretrained, autoencoder, device, guides)
     sampler.classes = classes
     identity = sampler_identity(settings, spec, point.seed, finetuned_sha256=cached_file_sha256(ft_path),
-                                pretrained_sha256=cached_file_sha256(pre_path) if pre_path else None, autoencoder=ae_spec,
+                                pretrained_sha256=cached_file_sha256(pre_path) if pre_path else pre_sha256,
+                                autoencoder=ae_spec,
                                 guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths.items()})
     if classes is not None:  # other labels, other images; absent otherwise, so earlier folders keep their identity
         identity["classes"] = list(classes)

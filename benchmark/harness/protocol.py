@@ -45,6 +45,7 @@ REFERENCE_VALUES = {
                   "none (one run)"),
     "feature networks": (UNCHECKED, "dgm-eval's Inception-V3 (FID) and DINOv2 ViT-L/14 (FD_DINOv2)"),
     "source checkpoint": ("DiT-XL/2 256x256 (ImageNet)", "DiT-XL-2-256x256.pt"),
+    "fine-tuned weights": (UNCHECKED, UNCHECKED),
 }
 NOT_YET = "recorded in runs.csv once a sample set is evaluated"
 
@@ -99,6 +100,10 @@ def run_values(exp: Experiment, runs=None) -> dict[str, str]:
         "feature networks": "; ".join(_distinct(runs, "feature_networks")) or NOT_YET,
         "source checkpoint": f"{exp.source.checkpoint} ({exp.source.model if isinstance(exp.source.model, str) else 'DiT'}"
                              + "".join(f", sha256 {h[:12]}" for h in _distinct(runs, "pretrained_sha256")) + ")",
+        "fine-tuned weights": "every weight" if ft.adapter is None else
+        f"LoRA (peft) rank {ft.adapter.rank}, alpha {ft.adapter.alpha:g}, dropout {ft.adapter.dropout:g} on "
+        f"{', '.join(ft.adapter.targets)}, the new label table in full, the rest frozen; DoG's guide is the same "
+        f"weights with the adapter off",
     }
 
 

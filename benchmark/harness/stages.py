@@ -74,8 +74,10 @@ class DatasetContext:
     def model(self, which: str):
         """The fine-tuned ('finetuned') or pre-trained ('pretrained') DiT, loaded once."""
         if which not in self._models:
-            if which == "finetuned":
-                self._models[which] = load_dit(self.finetuned_path)
+            if which == "finetuned":  # a LoRA export is rebuilt on the experiment's source (checked by sha256)
+                self._models[which] = load_dit(self.finetuned_path, base=self.exp.source_checkpoint())
+            elif self.exp.finetune.adapter is not None:  # LoRA: DoG's guide is the same weights with the adapter off
+                self._models[which] = self.model("finetuned").source_view()
             else:
                 src = self.exp.source
                 named = {"in_channels": self.latent_channels()} if isinstance(src.model, str) else {}

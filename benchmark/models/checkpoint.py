@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from benchmark.io import NetworkError, atomic_torch_save, check_finite, check_sha256, content_sha256, probe
+from benchmark.models.adapter import export_adapter, is_adapted, is_adapter_export, load_adapted
 from benchmark.models.dit import DiT, dit_config
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
@@ -175,6 +176,7 @@ def load_dit(
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
     prefer: str = "ema",
+    base: Optional[str | os.PathLike] = None,
     **overrides,
 ) -> DiT:
     """Build a DiT and load a checkpoint into it with ``strict=True``.
@@ -183,10 +185,16 @@ def load_dit(
     dict of DiT constructor arguments),
     else from the checkpoint's saved ``config``, else from the state dict's shapes. A mismatch between the file and
     the requested architecture is a CheckpointError naming the first differing keys.
+
+    A LoRA fine-tune's export is rebuilt from its base checkpoint (``base`` when given, e.g. the experiment's source,
+    else the path it recorded; its sha256 must be the recorded one) plus the adapter: a
+    ``benchmark.models.adapter.AdaptedDiT`` (``model`` and the overrides do not apply to it).
     """
     path = resolve_checkpoint(path_or_name)
     obj = read_checkpoint(path)
     verify_export(obj, path)
+    if is_adapter_export(obj):
+        return load_adapted(obj, path, base=base, num_classes=num_classes)
     state_dict = extract_state_dict(obj, prefer)
     check_finite(state_dict, path, "re-download it (release files) or restore an intact copy; a fine-tune that "
                                    "diverged to NaN needs a lower learning rate")
@@ -247,7 +255,10 @@ def reheaded(model: DiT, num_classes: int, seed: Optional[int] = None) -> DiT:
 
 def export_checkpoint(model: DiT, path: str | os.PathLike, ema_state: Optional[dict] = None, **metadata) -> None:
     """Save an EMA-only sampling checkpoint: ``{"ema": weights, "config": constructor args, ...metadata,
-    "content_sha256": hash of all of it}`` (checked by ``load_dit``)."""
+    "content_sha256": hash of all of it}`` (checked by ``load_dit``). A LoRA fine-tune exports its adapter instead
+    (``benchmark.models.adapter.export_adapter``: megabytes, not a second model)."""
+    if is_adapted(model):
+        return export_adapter(model, path, ema_state=ema_state, **metadata)
     state = ema_state if ema_state is not None else model.state_dict()
     obj = {"ema": {k: v.detach().cpu() for k, v in state.items()}, "config": dict(model.config), **metadata}
     obj[CONTENT_HASH] = content_sha256(obj)

@@ -24,7 +24,7 @@ from benchmark.guidance.builtin import BUILTIN, WEAK
 from benchmark.sampling import random_classes, sample_seed
 from benchmark.toy.data import GaussianMixture, source_mixture, target_mixture
 from benchmark.toy.metrics import toy_metrics
-from benchmark.toy.model import ToyDenoiser, reheaded_for_target
+from benchmark.toy.model import ToyDenoiser, ToyLoRA, reheaded_for_target
 from benchmark.toy.settings import ToyConfig
 
 FIELD_HALF_WIDTH = 1.0  # half the side of the guidance-field grid, in x_t units
@@ -230,7 +230,12 @@ def _run_toy(config: ToyConfig, progress: bool) -> ToyResult:
     timings["pretrain_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    finetuned = reheaded_for_target(pretrained, target.num_classes, copy_null_row=config.copy_null_row).requires_grad_(True)
+    if config.lora_rank is None:
+        finetuned = reheaded_for_target(pretrained, target.num_classes, copy_null_row=config.copy_null_row)
+        finetuned.requires_grad_(True)
+    else:  # LoRA through peft: the pre-trained model itself, wrapped; DoG's guide is it with the adapter off
+        finetuned = ToyLoRA(pretrained, target.num_classes, config.lora_rank, copy_null_row=config.copy_null_row)
+        pretrained = finetuned.adapter_off()
     weak_step = config.weak_guide_step()
     kept = train_denoiser(finetuned, train_diffusion, target_batch, config.finetune_steps, config.finetune_lr,
                           config.label_dropout, gen, "fine-tune (target)", progress, keep_at=(weak_step,))

@@ -84,3 +84,59 @@ def reheaded_for_target(pretrained: ToyDenoiser, num_classes: int, copy_null_row
         with torch.no_grad():
             model.label_table.weight[num_classes] = pretrained.label_table.weight[pretrained.null_label]
     return model
+
+
+class ToyLoRA(nn.Module):
+    """A LoRA fine-tune of ``pretrained`` through peft (the toy's twin of ``benchmark.models.adapter``): ``pretrained``
+    itself (no copy) with rank-``rank`` adapters on every Linear layer of its residual blocks (the MLP and the
+    adaLN-style modulation) and a fresh label table for ``num_classes`` + null, trained in full; every other weight
+    frozen. ``adapter_off()`` is the pre-trained model, the same weights with the adapter switched off (its own label
+    table and null label): DoG's guide with one copy of the weights."""
+
+    def __init__(self, pretrained: ToyDenoiser, num_classes: int, rank: int, copy_null_row: bool = False):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model  # peft imports transformers: seconds, so only when used
+
+        targets = [n for n, m in pretrained.named_modules() if isinstance(m, nn.Linear) and n.startswith("blocks.")]
+        source_classes = pretrained.num_classes
+        pretrained.requires_grad_(False)
+        self.peft = get_peft_model(pretrained, LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
+                                                          modules_to_save=["label_table"]))
+        wrapper = self.peft.base_model.model.label_table
+        table = new_label_table(num_classes, wrapper.original_module.embedding_dim)
+        if copy_null_row:
+            with torch.no_grad():
+                table.weight[num_classes] = wrapper.original_module.weight[source_classes]
+        wrapper.modules_to_save["default"] = table
+        self.num_classes, self.source_classes = num_classes, source_classes
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        return self.peft(x, t, y)
+
+    def adapter_off(self) -> "ToyAdapterOff":
+        return ToyAdapterOff(self)
+
+
+class ToyAdapterOff(nn.Module):
+    """The pre-trained model inside a ``ToyLoRA``: the same module with the adapter off."""
+
+    def __init__(self, lora: ToyLoRA):
+        super().__init__()
+        self.lora = lora
+        self.num_classes = lora.source_classes
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        tuner = self.lora.peft.base_model  # peft's switch, as benchmark.models.adapter.SourceView uses it
+        tuner.disable_adapter_layers()
+        try:
+            return self.lora.peft(x, t, y)
+        finally:
+            tuner.enable_adapter_layers()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from benchmark.guidance import GuidanceScale, lookup_method
 from benchmark.settings import Count, Index, Real, Settings
@@ -61,8 +61,20 @@ class ToyConfig(Settings):
     """target class whose guidance field is drawn"""
     copy_null_row: bool = False
     """start the fine-tuned null-label row from the pre-trained one instead of a fresh table"""
+    lora_rank: Optional[Count] = Field(None, json_schema_extra={"null_word": "none"})
+    """none = fine-tune every weight; else a LoRA fine-tune of this rank through peft (adapters on every residual
+    block's MLP and modulation, the new label table trained in full, alpha = rank), DoG's guide being the same weights
+    with the adapter off"""
     threads: Count = 1
     """torch CPU threads (a toy MLP runs fastest on one)"""
+
+    @model_serializer(mode="wrap")
+    def _full_finetune_has_no_lora_key(self, handler):
+        # a full fine-tune's config (metrics.json) reads as it did before the option existed
+        data = handler(self)
+        if self.lora_rank is None:
+            data.pop("lora_rank", None)
+        return data
 
     @field_validator("w_grid")
     @classmethod

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor
 
 from benchmark.diffusion import create_diffusion
+from benchmark.errors import UserError
+from benchmark.models.adapter import is_adapted
 from benchmark.models.dit import DiT
-from benchmark.training.ema import frozen_copy, update_ema
+from benchmark.training.ema import TrainableEma, frozen_copy, update_ema
 
 
 # the EMA copy stays in eval mode on purpose; Lightning's notice about modules in eval mode is noise here
@@ -46,7 +48,10 @@ class DiffusionTrainer(L.LightningModule):
                                    "ema_decay": ema_decay, "label_dropout": label_dropout, "seed": seed,
                                    "global_batch_size": global_batch_size})
         self.model = model
-        self.ema = frozen_copy(model)
+        # a LoRA fine-tune (benchmark.models.adapter) trains and averages only its adapter and label table; the frozen
+        # source weights are neither copied into the EMA nor saved in checkpoints (finetune reloads them, verified)
+        self.trained = model.trainable_names() if is_adapted(model) else None
+        self.ema = frozen_copy(model) if self.trained is None else TrainableEma(model, self.trained)
         # Label dropout is drawn in training_step from the step's generator; the DiT's own draw (from the global
         # RNG, not restorable) is switched off. model.config still records the model's class_dropout_prob.
         self.model.y_embedder.dropout_prob = 0.0
@@ -84,6 +89,10 @@ class DiffusionTrainer(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         g = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, self.global_step))
+        if self.trained is not None and self.model.adapter.dropout > 0:
+            # peft's LoRA dropout draws from the global generator: seeded per (seed, step, rank) so that a resumed
+            # run draws what the uninterrupted one drew (the masks depend on the number of devices)
+            torch.manual_seed(step_seed(self.seed + 1, self.global_step) + self.global_rank)
         if len(batch) == 3:
             mean, std, y = batch
             x0 = mean + std * self._draw(mean.shape, "randn", g, mean.dtype)
@@ -117,3 +126,22 @@ class DiffusionTrainer(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # lets benchmark.models.load_dit rebuild the network from this Lightning checkpoint (it prefers "ema.")
         checkpoint["config"] = dict(self.model.config)
+        for key in self._frozen_keys():  # a LoRA fine-tune's source weights: the source checkpoint holds them
+            del checkpoint["state_dict"][key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # the frozen source weights a LoRA checkpoint leaves out are the ones this module was built with
+        state = checkpoint["state_dict"]
+        own = self.state_dict()
+        state.update({key: own[key] for key in self._frozen_keys() if key not in state})
+
+    def _frozen_keys(self) -> list[str]:
+        if self.trained is None:
+            return []
+        trained = {"model." + name for name in self.trained}
+        return [key for key in self.model.state_dict(prefix="model.") if key not in trained]
+
+    def setup(self, stage: str) -> None:
+        if self.trained is not None and "FSDP" in type(self.trainer.strategy).__name__:
+            raise UserError("a LoRA fine-tune (finetune.adapter) does not run under FSDP (its EMA holds only the "
+                            "adapter); use strategy ddp or auto")

@@ -43,6 +43,7 @@ from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
 from benchmark.models.checkpoint import checkpoint_metadata
+from benchmark.models.adapter import with_adapter
 from benchmark.models.dit import DiTBlock
 from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
@@ -340,7 +341,10 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
         device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
                   if _on_gpu(launch.accelerator) and torch.cuda.is_available() else torch.device("cpu"))
         check_source(pretrained, path, dataset, data_root, resolution, autoencoder, device, split=settings.split)
-    new = reheaded(pretrained, num_classes, seed=settings.seed)
+    if settings.adapter is None:
+        new = reheaded(pretrained, num_classes, seed=settings.seed)
+    else:  # LoRA: the source itself, wrapped (one copy of its weights); its export is the adapter
+        new = with_adapter(pretrained, num_classes, settings.adapter, seed=settings.seed)
     metadata = {"source": str(path), "source_sha256": cached_file_sha256(path), "source_num_classes": pretrained.num_classes}
     del pretrained  # the fine-tune has its own copy; the source's memory (2.7 GB for DiT-XL/2) goes back
     return train(new, dataset, out_dir, settings, kind="finetune", autoencoder=autoencoder, resolution=resolution,
@@ -357,6 +361,9 @@ def pretrain(model: Union[str, dict], dataset: Union[str, DatasetSpec], out_dir:
     ``"DiT-N/2"``, identity autoencoder). ``model`` is a name from ``benchmark.models.DiT_models`` or a dict of
     DiT arguments; input size, channels and classes follow the data. Returns ``<out_dir>/ema.pt``."""
     settings = TrainSettings.parse(settings, "pretrain")
+    if settings.adapter is not None:
+        raise UserError("pretraining trains every weight from scratch; an adapter applies to fine-tunes only "
+                        "(drop --adapter / pretrain.adapter)")
     downsample, channels = _autoencoder_geometry(autoencoder)
     if image_size is None:
         image_size = get_spec(dataset).resolution

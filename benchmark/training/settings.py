@@ -3,10 +3,12 @@ run is launched. The defaults are the paper's fine-tuning protocol: DiT-XL/2, 24
 EMA 0.9999, label dropout 0.1."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+import yaml
+from pydantic import Field, field_validator, model_serializer, model_validator
 
+from benchmark.models.adapter import AdapterSettings
 from benchmark.settings import Count, Index, Precision, Real, Settings
 
 
@@ -39,9 +41,35 @@ class TrainSettings(Settings):
     """data-loader processes per device"""
     seed: Index = 0
     """seed of the new label table / initialisation, data order, noise and label dropout"""
+    adapter: Optional[AdapterSettings] = Field(None, json_schema_extra={"null_word": "none"})
+    """none = train every weight; else a LoRA fine-tune through peft, e.g. {kind: lora, rank: 4, alpha: 4, dropout: 0,
+    targets: [attn.qkv, attn.proj, mlp.fc1, mlp.fc2]} (on the command line as YAML, or lora for those defaults):
+    the new label table is trained in full, every other weight frozen; the export is the adapter (megabytes)"""
 
     # how fast a run goes, how long it is or what it keeps on the way, not what it computes: may differ on resume
     NOT_IDENTITY: ClassVar[tuple] = ("steps", "checkpoint_every", "num_workers", "keep_ema_at")
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _adapter_from_text(cls, value: Any) -> Any:
+        """--adapter '{kind: lora, rank: 8}' (YAML) or --adapter lora (its defaults)."""
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"must be a mapping such as '{{kind: lora, rank: 4}}', got {value!r}") from None
+            value = {"kind": value} if isinstance(value, str) else value
+        if value is not None and not isinstance(value, (dict, AdapterSettings)):
+            raise ValueError(f"must be a mapping such as {{kind: lora, rank: 4}} (or lora), got {value!r}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _full_finetune_has_no_adapter_key(self, handler):
+        # a full fine-tune dumps (and hashes) as it did before adapters existed: no "adapter: null" in its identity
+        data = handler(self)
+        if self.adapter is None:
+            data.pop("adapter", None)
+        return data
 
     @field_validator("keep_ema_at")
     @classmethod
