@@ -52,7 +52,7 @@ def lora_run(source, tmp_path_factory):
         pytest.skip("shared caltech101-32 data not present")
     out = tmp_path_factory.mktemp("lora") / "run"
     args = ["finetune", "--source", str(source), "--dataset", CALTECH, "--out", str(out), "--autoencoder", "identity",
-            "--data-root", str(SHARED_DATA), "--max-images", "64", "--no-wandb", "--no-progress",
+            "--data-root", str(SHARED_DATA), "--max-images", "64", "--no-wandb", "--no-progress", "--no-sanity-check",
             "--adapter", "{rank: 2, alpha: 4, dropout: 0.1, targets: [attn, mlp.fc1, adaLN_modulation]}"]
     for key, value in SMALL.items():
         if key != "adapter":

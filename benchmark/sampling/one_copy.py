@@ -11,6 +11,8 @@ adapted layer are pure overhead there, and the two forwards ship. This path is r
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -27,12 +29,14 @@ class MixedBatchDenoiser(GuidedDenoiser):
         return set(self.plan) == {FINETUNED, PRETRAINED} and isinstance(pre, SourceView) \
             and pre.adapted is self.models[FINETUNED]
 
-    def predictions(self, x: Tensor, t: Tensor, y: Tensor) -> dict[tuple[str, str], Tensor]:
-        if not self.one_copy():
-            return super().predictions(x, t, y)
+    def predictions(self, x: Tensor, t: Tensor, y: Tensor, y_random: Optional[Tensor] = None,
+                    guides: bool = True) -> dict[tuple[str, str], Tensor]:
+        if not guides or not self.one_copy():
+            return super().predictions(x, t, y, y_random, guides)
         calls = [(name, label) for name in (FINETUNED, PRETRAINED) for label in self.plan[name]]
-        ys = [y if label == "cond" else torch.full_like(y, self.null_labels[name]) for name, label in calls]
+        ys = [self._labels(name, label, y, y_random) for name, label in calls]
         k, adapted = len(calls), len(self.plan[FINETUNED]) * len(x)
+        self.forwards += k
         out = self.models[FINETUNED].forward_mixed(torch.cat([x] * k), torch.cat([t] * k), torch.cat(ys), adapted)
         return dict(zip(calls, out.chunk(k)))
 
@@ -41,5 +45,5 @@ def mixed_batch(sampler):
     """``sampler`` (from ``build_sampler``) with its denoiser replaced by the mixed-batch one; returns it."""
     d = sampler.denoiser
     sampler.denoiser = MixedBatchDenoiser(d.spec, d.models, guided_channels=d.guided_channels,
-                                          alphas_cumprod=d.alphas_cumprod)
+                                          alphas_cumprod=d.alphas_cumprod, timesteps=d.steps.timesteps)
     return sampler

@@ -43,7 +43,7 @@ from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
 from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
 from benchmark.models.checkpoint import checkpoint_metadata
-from benchmark.models.adapter import with_adapter
+from benchmark.models.adapter import adapter_modules, with_adapter
 from benchmark.models.dit import DiTBlock
 from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
@@ -337,6 +337,8 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
         raise UserError(f"the source model takes {pretrained.config['in_channels']} input channels but autoencoder "
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
     num_classes = _dataset_classes(dataset, data_root)
+    if settings.adapter is not None:  # a target the source lacks is one line before the probe runs
+        adapter_modules(pretrained, settings.adapter.targets)
     if sanity_check and not (Path(out_dir) / "run.json").is_file():  # a resumed run was probed when it started
         device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
                   if _on_gpu(launch.accelerator) and torch.cuda.is_available() else torch.device("cpu"))
