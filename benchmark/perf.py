@@ -35,8 +35,8 @@ from benchmark.io import atomic_write_json, results_root
 from benchmark.metrics.effnet import EfficientNetLite0
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, feature_statistics, state_dict_sha256
 from benchmark.metrics.inception import FIDInceptionV3
-from benchmark.models import KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
-from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, method_point
+from benchmark.models import DEFAULT_VAE, KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
+from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, method_spec
 from benchmark.settings import Count, Settings
 from benchmark.training.module import DiffusionTrainer
 from benchmark.training.run import lightning_trainer
@@ -140,7 +140,7 @@ def random_autoencoder(cfg: PerfSettings):
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         sample_size=cfg.image_size)  # the sd-vae-ft-ema architecture
-    return KLAutoencoder(vae, name="sd-vae-ft-ema (random weights)")
+    return KLAutoencoder(vae, name=f"{DEFAULT_VAE} (random weights)")
 
 
 def _rate_row(work: str, images: int, seconds: float, **fields) -> dict:
@@ -168,8 +168,9 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
             seconds = []
             for steps in cfg.timed_steps:
                 timed = settings.replaced(steps=steps)
-                sampler = build_sampler(timed, method_point(method, GUIDED_W if method != "none" else 1.0, timed), 0,
-                                        finetuned, pretrained, autoencoder, device)
+                spec = method_spec(method, values={"w": GUIDED_W if method != "none" else 1.0},
+                                   interval=timed.guidance_interval)
+                sampler = build_sampler(timed, spec, 0, finetuned, pretrained, autoencoder, device)
                 seconds.append(time_it(lambda: sampler.sample_latents(batch), device, warmup=1, repeat=cfg.repeat))
             (s1, s2), (t1, t2) = cfg.timed_steps, seconds
             per_step = (t2 - t1) / (s2 - s1)

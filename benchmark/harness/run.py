@@ -29,8 +29,8 @@ from benchmark.harness.runs import run_provenance, update_runs
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
 from benchmark.claims import share
-from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, stage_evaluate, stage_finetune,
-                                      stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, scored_sets, stage_evaluate,
+                                      stage_finetune, stage_latents, stage_prepare, stage_real_control, stage_sample)
 from benchmark.metrics.evaluate import real_control_split
 from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.data import locate_dataset
@@ -222,7 +222,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     runs = current_rows(exp, runs)
     if not len(runs):
         return None
-    board = build_leaderboard(exp, runs, results_dir, results_dir.parent / "cache")
+    board = build_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = to_markdown(board) if len(board) else "(no report sample sets evaluated yet)"
     real = ("are part of" if real_control_split(exp.evaluation.ref_split) == exp.evaluation.ref_split
