@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from benchmark.harness import leaderboard as lb
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.loading import experiment_from_dict
 from benchmark.metrics.frechet import frechet_distance, gaussian_stats
 from benchmark.metrics.reference import ReferenceStats
@@ -126,10 +127,10 @@ def test_fixed_w_rows_and_markdown(setup):
     fixed = get(board, DATASETS[0], "dog", "w=2")
     best = get(board, DATASETS[0], "dog", lb.BEST)
     assert fixed["fd_effnet"] == best["fd_effnet"]  # here the fixed w is the chosen one: the same samples
-    text = lb.to_markdown(board)
+    text = to_markdown(board)
     assert text.splitlines()[0].startswith("| dataset | method | rule | w | fd_effnet |")
     assert "| caltech101-32 | dog | best w | 2 |" in text and " *" in text
-    assert "report seeds [1, 2]" in lb.describe(exp, board) and "selection seeds [0]" in lb.describe(exp, board)
+    assert "report seeds [1, 2]" in describe(exp, board) and "selection seeds [0]" in describe(exp, board)
 
 
 def test_missing_report_sets_leave_the_row_out(setup):
@@ -148,3 +149,37 @@ def test_no_leaderboard_function_is_longer_than_60_lines():
     lengths = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     assert max(lengths.values()) <= 60, {name: n for name, n in lengths.items() if n > 60}
+
+
+def test_every_comparison_says_which_sign_is_better(setup):
+    sets, runs, _ = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
+    header, _, *lines = to_markdown(board).splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for name in ("CFG", "fine-tune only"):
+        diff = columns.index(f"fd_effnet minus {name} (negative = better)")
+        assert columns[diff + 1] == f"improvement over {name}, % (fd_effnet; positive = better)"  # beside it
+    dog = next(line for line in lines if line.startswith(f"| {DATASETS[0]} | dog | best w |"))
+    cells = [c.strip() for c in dog.strip("|").split("|")]
+    diff = columns.index("fd_effnet minus fine-tune only (negative = better)")
+    # DoG is closer to the reference than fine-tune only: a negative difference, a positive improvement
+    assert cells[diff].startswith("-") and cells[diff + 1].startswith("+") and cells[diff + 1].endswith("*")
+    assert "positive = better" in describe(experiment(), board)
+
+
+def test_paper_summary_averages_the_relative_improvement_over_datasets(setup, monkeypatch):
+    sets, runs, _ = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
+    summary = get(board, lb.SUMMARY, "dog", lb.BEST)
+    per_dataset = [get(board, d, "dog", lb.BEST)["fd_effnet_improvement_vs_none_pct"] for d in DATASETS]
+    assert summary["fd_effnet_improvement_vs_none_pct"] == pytest.approx(np.mean(per_dataset))
+    assert summary["fd_effnet_improvement_vs_none_pct_low"] < np.mean(per_dataset) \
+        < summary["fd_effnet_improvement_vs_none_pct_high"]
+    assert summary["n_datasets"] == 2 and summary["fd_effnet_significant_vs_none"]
+    assert set(board[board["dataset"] == lb.SUMMARY]["method"]) == {"cfg", "dog"}  # the guided methods
+    assert "paper summary" in to_markdown(board)
+    # the summaries draw datasets from a generator of their own: every other number is what it is without them
+    monkeypatch.setattr(lb._Statistic, "_summaries", lambda self, out, indices: {})
+    without = lb.build_leaderboard(experiment(), runs, sets)
+    others = board["dataset"] != lb.SUMMARY
+    pd.testing.assert_frame_equal(without[others], board[others][without.columns])

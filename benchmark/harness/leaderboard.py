@@ -5,7 +5,10 @@ Rows, per dataset: ``none`` (fine-tune only), each method at the parameters chos
 ``best w``), each method with a scale w at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as
 many real target images as a sample set, scored like one: the floor a generator could reach at this sample count)
 and ``seed noise`` (fine-tune only under two seeds, compared like two methods: the smallest difference the benchmark
-resolves at this size). Then ``average`` rows over the datasets that have every row.
+resolves at this size). Then ``average`` rows over the datasets that have every row (each metric averaged over
+them, and compared as such), and ``paper summary`` rows: the paper's headline, each method's relative improvement per
+dataset averaged over those datasets, with a bootstrap interval over datasets and samples (the datasets are drawn
+with replacement in each resample as well as the sample indices within each).
 
 Numbers: a metric is the mean over report seeds of its value on each seed's sample set. Intervals come from one
 bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -36,6 +39,7 @@ from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS
 from benchmark.metrics.scores import ScoredSet
 
 AVERAGE = "average"
+SUMMARY = "paper summary"
 BASELINES = ("cfg", "none")
 BEST = "best w"
 CONTROL = "control"
@@ -142,6 +146,9 @@ class _Statistic:
 
     def __init__(self, exp: Experiment, rows: list[Row], scores: Scores, complete: list[str]):
         self.metrics, self.rows, self.complete = list(exp.evaluation.metrics), rows, complete
+        # the summaries' draws of datasets: a generator of their own, so the sample-index draws (and with them every
+        # other interval) are what they are without the summaries
+        self.datasets = np.random.default_rng(0)
         self.frechet = [m for m in COLUMN_ORDER if m in self.metrics and COLUMNS[m].frechet]
         self.groups: dict[tuple, int] = {}
         self.sizes: list[int] = []
@@ -172,7 +179,22 @@ class _Statistic:
         for key, values in per_row.items():
             out.update({(*key, c, VALUE): v for c, v in values.items()})
         out.update(self._comparisons(per_row))
+        out.update(self._summaries(out, indices))
         return out
+
+    def _summaries(self, out: dict, indices) -> dict[Key, float]:
+        """The paper's headline: each row's relative improvement per dataset, averaged over the datasets that have
+        every row (drawn with replacement in a bootstrap resample)."""
+        if len(self.complete) < 2:
+            return {}
+        drawn = self.complete if indices is None else \
+            [self.complete[i] for i in self.datasets.integers(0, len(self.complete), len(self.complete))]
+        summaries = {}
+        for (dataset, method, rule, c, statistic) in out:
+            if dataset == self.complete[0] and isinstance(statistic, tuple) and statistic[0] == "improvement":
+                per_dataset = [out[(d, method, rule, c, statistic)] for d in drawn]
+                summaries[(SUMMARY, method, rule, c, statistic)] = float(np.mean(per_dataset))
+        return summaries
 
     def _averages(self, per_row: dict) -> dict[tuple, dict[str, float]]:
         """Each (method, rule) averaged over the datasets that have every row."""
@@ -225,12 +247,14 @@ def _table(exp, rows: list[Row], intervals: dict, selection_best: pd.DataFrame, 
     n_samples = {row.key: int(row.sets[0][1]["num_samples"]) for row in rows}
     keys = [(r.dataset, r.method, r.rule, r.w, r.params, len(r.sets), n_samples[r.key]) for r in rows]
     if len(complete) > 1:
-        keys += [(AVERAGE, r.method, r.rule, math.nan, "", len(r.sets), n_samples[r.key]) for r in rows
-                 if r.dataset == complete[0] and r.method != REAL and r.rule != SEED_NOISE]
+        for name in (AVERAGE, SUMMARY):
+            keys += [(name, r.method, r.rule, math.nan, "", len(r.sets), n_samples[r.key]) for r in rows
+                     if r.dataset == complete[0] and r.method != REAL and r.rule != SEED_NOISE
+                     and (name == AVERAGE or r.method != UNGUIDED)]
     records = []
     for dataset, method, rule, w, params, n_seeds, n in keys:
         record = {"dataset": dataset, "method": method, "rule": rule, "w": w, "params": params, "n_seeds": n_seeds,
-                  "n_samples": n, "n_datasets": len(complete) if dataset == AVERAGE else None}
+                  "n_samples": n, "n_datasets": len(complete) if dataset in (AVERAGE, SUMMARY) else None}
         for c in columns:
             record.update(_cells(intervals, (dataset, method, rule), c, selection_best))
         records.append(record)
@@ -248,6 +272,8 @@ def _cells(intervals: dict, row: tuple, c: str, selection_best: pd.DataFrame) ->
     """The cells of column ``c`` in the row ``(dataset, method, rule)``: its value and interval, the seed-noise
     difference, the selection score and gap, the differences against each baseline."""
     dataset, method, rule = row
+    if dataset == SUMMARY:
+        return _summary_cells(intervals, row, c)
     value = intervals.get((*row, c, VALUE))
     if value is None:
         return {}
@@ -270,68 +296,17 @@ def _cells(intervals: dict, row: tuple, c: str, selection_best: pd.DataFrame) ->
     return record
 
 
+def _summary_cells(intervals: dict, row: tuple, c: str) -> dict:
+    """A summary row's cells: the mean over datasets of each relative improvement, marked significant when its
+    interval (over datasets and samples) excludes 0."""
+    record = {}
+    for baseline in BASELINES:
+        gain = intervals.get((*row, c, ("improvement", baseline)))
+        if gain is not None:
+            record.update(_interval_cells(f"{c}_improvement_vs_{baseline}_pct", gain))
+            record[f"{c}_significant_vs_{baseline}"] = gain.excludes_zero
+    return record
+
+
 def write_leaderboard(board: pd.DataFrame, path) -> None:
     write_csv(board, path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Printing
-
-
-def _cell(column: str, row, suffix: str = "") -> str:
-    value = row.get(f"{column}{suffix}")
-    if value is None or not np.isfinite(value):
-        return ""
-    digits = COLUMNS[column].digits
-    low, high = row.get(f"{column}{suffix}_low"), row.get(f"{column}{suffix}_high")
-    text = f"{value:.{digits}f}"
-    if low is not None and np.isfinite(low):
-        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
-    return text
-
-
-def _gain(row, column: str, baseline: str) -> str:
-    value = row.get(f"{column}_improvement_vs_{baseline}_pct")
-    if value is None or not np.isfinite(value):
-        return ""
-    low, high = row[f"{column}_improvement_vs_{baseline}_pct_low"], row[f"{column}_improvement_vs_{baseline}_pct_high"]
-    mark = " *" if row.get(f"{column}_significant_vs_{baseline}") is True else ""
-    return f"{value:+.1f}% [{low:+.1f}, {high:+.1f}]{mark}"
-
-
-def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
-    """A pipe table: each row's value [interval] per metric, each method's relative improvement over CFG and over
-    fine-tune only [interval] (* = the paired difference's interval excludes 0), and for best-w rows the selection
-    score."""
-    if metrics is None:
-        metrics = [c for c in COLUMN_ORDER if c in board.columns]
-    frechet = [m for m in metrics if COLUMNS[m].frechet]
-    header = ["dataset", "method", "rule", "w"] + list(metrics) + \
-        [f"vs {b} ({m})" for m in frechet for b in BASELINES] + [f"{m} on selection seeds" for m in frechet[:1]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
-    for _, row in board.iterrows():
-        w, params = row.get("w"), row.get("params")
-        setting = " ".join(x for x in ("" if w is None or not np.isfinite(w) else f"{w:g}",
-                                       params if isinstance(params, str) else "") if x)
-        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]), setting]
-        if row["rule"] == "seed noise":
-            cells += [f"diff {_cell(m, row, '_diff')}" for m in metrics]
-        else:
-            cells += [_cell(m, row) for m in metrics]
-        cells += [_gain(row, m, b) for m in frechet for b in BASELINES]
-        cells += [_cell(m, row, "_selection") for m in frechet[:1]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def describe(exp: Experiment, board: pd.DataFrame) -> str:
-    """The header sentence of leaderboard.md: how w was chosen and what the numbers are."""
-    n_sel = exp.selection_num_samples()
-    level = f"{exp.report.level:.0%}"
-    return (f"Each method's parameters chosen by the best mean {exp.evaluation.select_by} on selection seeds "
-            f"{exp.selection.seeds} ({n_sel} images each; w in {exp.w_values()} unless a method lists its own grid); "
-            f"every number is from fresh samples "
-            f"on report seeds {exp.report.seeds} ({exp.sampling.num_samples} images each): the mean over report "
-            f"seeds with its {level} bootstrap interval ({exp.report.bootstrap} resamples of sample indices, "
-            f"reference statistics fixed). Differences are paired (same noise and labels per index); * marks "
-            f"a difference whose {level} interval excludes 0. Fixed-w rows: {exp.report.fixed_w or 'none'}.")

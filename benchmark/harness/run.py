@@ -21,8 +21,8 @@ from benchmark.guidance import PRETRAINED
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
-from benchmark.harness.leaderboard import (UNGUIDED_SPEC, build_leaderboard, describe, noise_seeds, report_plan,
-                                           to_markdown, write_leaderboard)
+from benchmark.harness.leaderboard import UNGUIDED_SPEC, build_leaderboard, noise_seeds, report_plan, write_leaderboard
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs

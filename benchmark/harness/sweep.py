@@ -31,7 +31,8 @@ from benchmark.guidance import W_DECIMALS
 from benchmark.errors import ConfigError, did_you_mean
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import has_scale_w, run_spec
-from benchmark.harness.leaderboard import build_leaderboard, describe, to_markdown, write_leaderboard
+from benchmark.harness.leaderboard import build_leaderboard, write_leaderboard
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.run import report_runs, run_row
 from benchmark.harness.runs import read_runs, update_runs
