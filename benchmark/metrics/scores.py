@@ -6,9 +6,11 @@ bootstrap resample of their indices, from the sample features and reference stat
     scored(["fd_effnet", "prdc_effnet"], index)                   # {"fd_effnet": ..., "precision_effnet": ...}
 
 The metric's kind (``benchmark.metrics.registry``) is dispatched here, once: ``RESAMPLERS`` maps each kind to the
-factory of its resampler (a callable: bootstrap index array, or None for all samples -> {column: value}); a new kind
-of metric plugs in there. Whatever resamplers of one reference share (the square root of its covariance, the real
-k-NN radii) is computed once per reference, in ``Reference.shared``.
+factory of its resampler, ``factory(metric, scored_set)`` -> a callable (bootstrap index array, or None for all
+samples -> {column: value}); a factory reads what it needs from the set (its features and reference in the metric's
+space, the evaluation result it came from). A new kind of metric plugs in there. Whatever resamplers of one reference
+share (the square root of its covariance, the real k-NN radii) is computed once per reference, in
+``Reference.shared``.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ class Reference:
         self.shared: dict = {}
 
 
-def _frechet(metric: Metric, features: np.ndarray, reference: Reference) -> Resampler:
+def _frechet(metric: Metric, scored: "ScoredSet") -> Resampler:
+    features, reference = scored.features(metric.space), scored.reference(metric.space)
     ref = reference.stats
     if "root" not in reference.shared:
         reference.shared["root"] = reference_root(ref.sigma)
@@ -42,9 +45,11 @@ def _frechet(metric: Metric, features: np.ndarray, reference: Reference) -> Resa
     return lambda index: {metric.columns[0]: resampler(index)}
 
 
-def _prdc(metric: Metric, features: np.ndarray, reference: Reference) -> Resampler:
+def _prdc(metric: Metric, scored: "ScoredSet") -> Resampler:
+    reference = scored.reference(metric.space)
     # the real k-NN radii depend on the reference alone: computed once per reference
-    resampler = PRDCResampler(reference.stats.prdc_features, features, real_radii=reference.shared.get("real_radii"))
+    resampler = PRDCResampler(reference.stats.prdc_features, scored.features(metric.space),
+                              real_radii=reference.shared.get("real_radii"))
     reference.shared["real_radii"] = resampler.real_radii
 
     def values(index: Index) -> dict[str, float]:
@@ -53,8 +58,8 @@ def _prdc(metric: Metric, features: np.ndarray, reference: Reference) -> Resampl
     return values
 
 
-# metric kind -> (metric, the set's features in its space, the reference) -> resampler
-RESAMPLERS: dict[str, Callable[[Metric, np.ndarray, Reference], Resampler]] = {"fd": _frechet, "prdc": _prdc}
+# metric kind -> factory(metric, scored set) -> resampler
+RESAMPLERS: dict[str, Callable[[Metric, "ScoredSet"], Resampler]] = {"fd": _frechet, "prdc": _prdc}
 
 
 class References:
@@ -76,8 +81,9 @@ class ScoredSet:
     ``references``: feature space -> its Reference."""
 
     def __init__(self, features: Mapping[str, Union[np.ndarray, Callable[[], np.ndarray]]],
-                 references: Mapping[str, Reference]):
+                 references: Mapping[str, Reference], result: Optional[Mapping] = None):
         self._features, self._references = dict(features), dict(references)
+        self.result = dict(result or {})  # the evaluation result the set was built from (more inputs of a kind)
         self._resamplers: dict[str, Resampler] = {}
 
     @classmethod
@@ -87,17 +93,20 @@ class ScoredSet:
         folder = Path(features_dir)
         features = {space: (lambda name=name: load_sample_features(folder / name))
                     for space, name in result["features"].items()}
-        return cls(features, {space: references[name] for space, name in result["reference"].items()})
+        return cls(features, {space: references[name] for space, name in result["reference"].items()}, result)
 
     def features(self, space: str) -> np.ndarray:
         if callable(self._features[space]):
             self._features[space] = self._features[space]()
         return self._features[space]
 
+    def reference(self, space: str) -> Reference:
+        return self._references[space]
+
     def resampler(self, metric: str) -> Resampler:
         if metric not in self._resamplers:
             m = METRICS[metric]
-            self._resamplers[metric] = RESAMPLERS[m.kind](m, self.features(m.space), self._references[m.space])
+            self._resamplers[metric] = RESAMPLERS[m.kind](m, self)
         return self._resamplers[metric]
 
     def __call__(self, metrics: Sequence[str], index: Index = None) -> dict[str, float]:
