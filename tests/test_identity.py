@@ -24,7 +24,7 @@ from benchmark.harness.leaderboard import report_plan
 from benchmark.harness.loading import experiment_from_dict
 from benchmark.harness.methods import run_spec
 from benchmark.harness.stages import DatasetContext, sample_folder
-from benchmark.models import DEFAULT_VAE
+from benchmark.models import DEFAULT_VAE, export_checkpoint, reheaded
 from benchmark.sampling import SamplingSettings, method_spec, sampler_identity
 from benchmark.settings import ADDED, HOW, Settings, identity
 from benchmark.training import LaunchSettings, StrategySettings
@@ -171,6 +171,21 @@ def test_an_edited_rule_is_another_method(tmp_path, monkeypatch):
     assert after["code_sha256"] != before["code_sha256"]
     assert {k: v for k, v in after.items() if k != "code_sha256"} == {k: v for k, v in before.items()
                                                                        if k != "code_sha256"}
+    sys.modules.pop("my_rules", None)
+
+
+def test_dogbench_sample_says_an_edited_rule_is_another_config(tmp_path, monkeypatch, tiny_dit, capsys):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    export_checkpoint(reheaded(tiny_dit, 3, seed=1), tmp_path / "ft.pt", autoencoder="identity")
+    command = ["sample", "--finetuned", str(tmp_path / "ft.pt"), "--method", "my_rules:mine", "--w", "2",
+               "--num-samples", "2", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")]
+    write_rule(tmp_path, 1.0)
+    assert main(command) == 0
+    capsys.readouterr()
+    write_rule(tmp_path, 0.5)
+    assert main(command) == 1  # not "0 new samples (2/2 done)": the folder holds the old rule's images
+    assert "differs in code_sha256" in capsys.readouterr().err
+    assert main(command + ["--overwrite"]) == 0
     sys.modules.pop("my_rules", None)
 
 
