@@ -35,8 +35,8 @@ from benchmark.io import atomic_write_json, results_root
 from benchmark.metrics.effnet import EfficientNetLite0
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, feature_statistics, state_dict_sha256
 from benchmark.metrics.inception import FIDInceptionV3
-from benchmark.models import KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
-from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, method_point
+from benchmark.models import DEFAULT_VAE, KLAutoencoder, IdentityAutoencoder, build_dit, dit_flops_per_forward, reheaded
+from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, method_spec
 from benchmark.settings import Count, Settings
 from benchmark.training.module import DiffusionTrainer
 from benchmark.training.run import lightning_trainer
@@ -143,7 +143,7 @@ def random_autoencoder(cfg: PerfSettings):
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         sample_size=cfg.image_size)  # the sd-vae-ft-ema architecture
-    return KLAutoencoder(vae, name="sd-vae-ft-ema (random weights)")
+    return KLAutoencoder(vae, name=f"{DEFAULT_VAE} (random weights)")
 
 
 def _rate_row(work: str, images: int, seconds: float, **fields) -> dict:
@@ -170,7 +170,8 @@ def sampling_rows(cfg: PerfSettings, device: torch.device, fwd_flops: float, pea
             print(f"timing {method} sampling ({path}) ...", flush=True)
             sampler, loop_s, seconds, fit = sampling_loop_seconds(
                 cfg, device, batch, lambda timed: build_sampler(
-                    timed, method_point(method, GUIDED_W if method != "none" else 1.0, timed), 0, finetuned,
+                    timed, method_spec(method, values={"w": GUIDED_W if method != "none" else 1.0},
+                                interval=timed.guidance_interval), 0, finetuned,
                     pretrained, autoencoder, device), settings)
             if decode_s is None and "decode" not in cfg.skip:
                 z, _ = sampler.sample_latents(batch)

@@ -25,7 +25,7 @@ from benchmark.models import reheaded
 from benchmark.models.adapter import AdapterSettings, with_adapter
 from benchmark.perf import (GUIDED_W, PATHS, PerfSettings, _rate_row, _with_flops, loop_extrapolation,
                             random_autoencoder, random_dit, synchronize, training_rows)
-from benchmark.sampling import SamplingSettings, build_sampler, method_point
+from benchmark.sampling import SamplingSettings, build_sampler, method_spec
 from benchmark.sampling.one_copy import mixed_batch
 
 
@@ -47,8 +47,8 @@ def round_robin_seconds(cfg: PerfSettings, device: torch.device, batch: list, va
     for variant, (method, finetuned, pretrained, mixed) in variants.items():
         for steps in cfg.timed_steps:
             timed = settings.replaced(steps=steps)
-            sampler = build_sampler(timed, method_point(method, GUIDED_W, timed), 0, finetuned, pretrained,
-                                    autoencoder, device)
+            spec = method_spec(method, values={"w": GUIDED_W}, interval=timed.guidance_interval)
+            sampler = build_sampler(timed, spec, 0, finetuned, pretrained, autoencoder, device)
             samplers[(variant, steps)] = mixed_batch(sampler) if mixed else sampler
     print(f"timing {len(variants)} sampling variants, {cfg.repeat} rounds ...", flush=True)
     times: dict = {key: [] for key in samplers}

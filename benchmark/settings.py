@@ -5,6 +5,13 @@ fields with ranges, a docstring per field (its meaning and unit, which ``--help`
 rejected. The experiment is composed of those sections; the commands generate their flags from them
 (``benchmark.cli.flags``). ``Settings.parse`` turns pydantic's report into the project's one-line error with a
 did-you-mean suggestion.
+
+Identity is declared here too, once per field: ``identity(role)`` marks what a field is to the output its section
+makes, and ``Settings.identity`` reads the marks. A field without a mark is part of what the output *is* (a new
+setting changes the output's identity unless its declaration says otherwise); ``HOW`` fields (batch sizes, worker
+counts, compilation) are never part of it; the other roles (``AMOUNT``, ``FOLDED``, ``ADDED`` and a layer's own,
+such as sampling's ``GUIDED``) are part of it except where a layer's identity passes them to ``leave_out``. Folder
+names, config hashes, metric caches and run manifests all come from these identities.
 """
 from __future__ import annotations
 
@@ -77,6 +84,25 @@ def _precision(value: Any) -> Any:
 
 Precision = Annotated[Literal["fp32", "tf32", "bf16"], BeforeValidator(_precision)]
 
+# What a field is to its section's output (``identity(role)``; unmarked: part of what the output is)
+HOW = "how"          # how fast or where (batch size, workers, compile, checkpoint frequency): never part of it
+AMOUNT = "amount"    # how much is made (sample count, optimizer steps): a folder that extends leaves it out
+FOLDED = "folded"    # enters through a value the section derives (the section's identity says which)
+ADDED = "added"      # declared after outputs were made: part of it only when not at its default, so they keep theirs
+_ROLE = "identity"   # the json_schema_extra key holding the role
+
+
+def identity(role: str, **extra: Any) -> dict:
+    """A field's ``json_schema_extra`` saying what it is to the output: ``Field(4, json_schema_extra=identity(HOW))``
+    (``extra``: other schema entries, e.g. ``null_word``)."""
+    return {_ROLE: role, **extra}
+
+
+def identity_role(field) -> Optional[str]:
+    """The role marked on a pydantic field, or None (part of what the output is)."""
+    extra = field.json_schema_extra
+    return extra.get(_ROLE) if isinstance(extra, dict) else None
+
 
 class Settings(BaseModel):
     """A section of settings: typed, range-checked, unknown keys rejected, field docstrings as help."""
@@ -106,8 +132,23 @@ class Settings(BaseModel):
         return type(self).parse({**self.model_dump(), **changes})
 
     def to_dict(self) -> dict:
-        """Plain JSON-able values (what YAML and config hashes see)."""
+        """Plain JSON-able values (what YAML sees)."""
         return self.model_dump(mode="json")
+
+    def identity(self, *leave_out: str) -> dict:
+        """The fields that are part of what this section's output is, as JSON-able values: every field but those
+        marked ``HOW`` and those whose role is in ``leave_out``; a nested section contributes its own identity."""
+        values = self.to_dict()
+        out = {}
+        for name, field in type(self).model_fields.items():
+            role = identity_role(field)
+            if role == HOW or (role is not None and role in leave_out):
+                continue
+            value = getattr(self, name)
+            if role == ADDED and value == field.get_default(call_default_factory=True):
+                continue
+            out[name] = value.identity(*leave_out) if isinstance(value, Settings) else values[name]
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,7 +210,7 @@ def describe_error(error: ValidationError, cls: type, key: str = "") -> str:
             (f"; valid keys here: {', '.join(valid)}" if valid else "")
         return f"unknown config key {full!r}{hint}"
     if kind == "missing":
-        return f"{full} is required; add {full}: ..."
+        return f"{full} is required; " + (f"pass {full} VALUE" if key == "--" else f"add {full}: ...")
     if kind in ("literal_error", "enum"):
         expected = [a for a in _literal_values(cls, loc)]
         choices = ", ".join(map(str, expected)) or ctx.get("expected", "")

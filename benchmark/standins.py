@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from benchmark.io import atomic_torch_save, atomic_write_json, data_root, read_json
 from benchmark.metrics import dinov2, inception
-from benchmark.models import build_dit
+from benchmark.models import DEFAULT_VAE, build_dit
 from benchmark.models.checkpoint import CHECKPOINT_DIR_ENV, RELEASES
 
 # stabilityai/sd-vae-ft-ema's config.json (what AutoencoderKL needs of it; the rest are diffusers' defaults)
@@ -257,7 +257,7 @@ def write_caltech101(root: Path, classes: int = 3, per_class: int = 6, size: Opt
 def standin_paths(out_dir: Path, model: str = "DiT-XL/2", image_size: int = 256) -> dict[str, Path]:
     out_dir = Path(out_dir).resolve()
     return {"checkpoint": out_dir / "checkpoints" / dit_file_name(model, image_size),
-            "autoencoder": out_dir / "sd-vae-ft-ema",
+            "autoencoder": out_dir / DEFAULT_VAE,
             "inception": out_dir / "pt_inception-standin.pth",  # the release name would fail its hash check
             "dinov2_hub_dir": out_dir / "dinov2",
             "dinov2_weights": out_dir / dinov2.WEIGHTS_FILENAME,
@@ -274,7 +274,7 @@ def write_standins(out_dir: str | Path, model: str = "DiT-XL/2", image_size: int
     jobs = {
         "checkpoint": ({"model": model, "image_size": image_size, "seed": seed},
                        lambda: write_dit(paths["checkpoint"], model, image_size, seed=seed)),
-        "autoencoder": ({"config": "sd-vae-ft-ema", "seed": seed}, lambda: write_sd_vae(paths["autoencoder"], seed)),
+        "autoencoder": ({"config": DEFAULT_VAE, "seed": seed}, lambda: write_sd_vae(paths["autoencoder"], seed)),
         "inception": ({"seed": seed, "batchnorm": "noise statistics"}, lambda: write_fid_inception(paths["inception"], seed)),
         "dinov2": ({"config": VITL14, "seed": seed},
                    lambda: write_dinov2(paths["dinov2_hub_dir"], paths["dinov2_weights"], seed=seed)),

@@ -6,7 +6,8 @@ from benchmark.devices import precision, tf32
 from benchmark.diffusion import create_diffusion
 from benchmark.models import build_dit
 from benchmark.sampling import SamplingSettings
-from benchmark.sampling.build import compiled, make_denoiser, method_point
+from benchmark.sampling.build import compiled, make_denoiser
+from benchmark.sampling.point import method_spec
 
 pytestmark = pytest.mark.gpu
 
@@ -28,7 +29,7 @@ def test_bf16_compiled_eps_matches_fp32_per_step(method):
     y = torch.randint(0, 101, (16,), device="cuda")
     diffusion = create_diffusion("50")
     settings = SamplingSettings()
-    spec = method_point(method, 1.5, settings)
+    spec = method_spec(method, values={"w": 1.5}, interval=settings.guidance_interval)
     ref = make_denoiser(spec, {"finetuned": ft, "pretrained": pre}, settings)
     fast = make_denoiser(spec, {"finetuned": compiled(random_dit(101)), "pretrained": compiled(random_dit(1000))},
                          settings)

@@ -1,7 +1,9 @@
 """Guidance methods: every built-in formula and APG against a hand computation, the unguided identities, forwards
 skipped and batched as promised, a user's method from module:attribute, and bad input as one line."""
+import hashlib
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,8 +189,9 @@ def test_a_users_method_from_module_attribute():
     for reference in ("guidance_plugin:mixed_null", "guidance_plugin:make_mixed_null"):  # the object or a factory
         spec = resolve_method(reference, w=2.0, mix=0.25)
         assert spec.method is guidance_plugin.mixed_null and spec.params == {"w": 2.0, "mix": 0.25}
+        code = hashlib.sha256(Path(guidance_plugin.__file__).read_bytes()).hexdigest()  # an edited rule: new samples
         assert spec.identity() == {"method": "mixed-null", "w": 2.0, "params": {"mix": 0.25},
-                                   "method_source": reference}
+                                   "method_source": reference, "code_sha256": code}
         assert resolve_method(**spec.to_dict()).identity() == spec.identity()  # the spec round-trips
     torch.testing.assert_close(run("guidance_plugin:mixed_null", w=2.0, mix=0.0), run("cfg", w=2.0))
     torch.testing.assert_close(run("guidance_plugin:mixed_null", w=2.0, mix=1.0), run("dog", w=2.0))

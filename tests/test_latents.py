@@ -136,6 +136,7 @@ def test_latents_command(images, vae_dir, tmp_path, capsys):
 
 def test_finetune_in_latent_space_trains_from_the_cache(images, vae_dir, tmp_path):
     from benchmark.models import DiT, export_checkpoint, load_dit
+    from benchmark.training import RunOutput, TrainingSet
     from benchmark.training.run import finetune
     from conftest import tiny_dit_config
 
@@ -143,9 +144,9 @@ def test_finetune_in_latent_space_trains_from_the_cache(images, vae_dir, tmp_pat
     source = DiT(**tiny_dit_config(in_channels=4, input_size=8, num_classes=7))
     export_checkpoint(source, tmp_path / "source.pt", autoencoder=str(vae_dir))
     settings = {"steps": 3, "global_batch_size": 4, "checkpoint_every": 3, "num_workers": 0}
-    out = finetune(tmp_path / "source.pt", "folder", tmp_path / "run", settings, data_root=images.root,
-                   autoencoder=str(vae_dir), latent_cache_dir=tmp_path / "cache", wandb=WandbSettings(enabled=False),
-                   progress=False)
+    out = finetune(tmp_path / "source.pt", TrainingSet("folder", images.root, tmp_path / "cache"),
+                   RunOutput(tmp_path / "run", wandb=WandbSettings(enabled=False), progress=False), settings,
+                   autoencoder=str(vae_dir))
     (cache_root,) = (tmp_path / "cache").iterdir()
     assert cache_root.name.startswith("folder-train-16px-") and (cache_root / "manifest.json").is_file()
     model = load_dit(out)

@@ -1,14 +1,15 @@
 """The leaderboard from report-seed sample sets with known features: the numbers are the report samples' (never the
 selection samples'), every number has an interval, DoG's differences are paired, and the controls are there."""
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark.harness import leaderboard as lb
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.loading import experiment_from_dict
 from benchmark.metrics.frechet import frechet_distance, gaussian_stats
+from benchmark.metrics.reference import ReferenceStats
+from benchmark.metrics.scores import Reference, ScoredSet
 
 DIM, N = 6, 120
 DATASETS = ["caltech101-32", "cub100-32"]
@@ -26,35 +27,37 @@ def experiment(**changes):
     return experiment_from_dict(data)
 
 
-def write_set(results, dataset, name, features, reference):
-    folder = results / dataset / "samples" / name
-    folder.mkdir(parents=True)
-    np.savez(folder / "features-efficientnet_lite0-x.npz", features=features, key=np.array("{}"))
-    result = {"features": {"effnet": "features-efficientnet_lite0-x.npz"}, "reference": {"effnet": reference}}
-    (folder / "metrics-x.json").write_text(json.dumps({"key": {"num_samples": len(features)}, "metrics": result}))
-    return str(folder.relative_to(results))
+class Sets:
+    """The scored sample sets of the runs rows, by their sample_dir (the leaderboard's whole view of the samples)."""
+
+    def __init__(self):
+        self.sets = {}
+
+    def add(self, name: str, features, reference: Reference) -> str:
+        self.sets[name] = ScoredSet({"effnet": features}, {"effnet": reference})
+        return name
+
+    def __call__(self, row) -> ScoredSet:
+        return self.sets[row["sample_dir"]]
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup():
     """Report sets of none (w=1), cfg and dog at w=2 on seeds 1 and 2, the seed-noise and real controls, and
     selection rows whose recorded metrics are deliberately unlike anything the report features give."""
-    results, cache = tmp_path / "exp", tmp_path / "cache"
+    sets = Sets()
     rng = np.random.default_rng(0)
     rows = []
     truth = {}
     for d, dataset in enumerate(DATASETS):
         ref = rng.normal(0, 1, (4000, DIM))
         mu, sigma = gaussian_stats(ref)
-        (cache / "reference").mkdir(parents=True, exist_ok=True)
-        ref_name = f"{dataset}-ref.npz"
-        np.savez(cache / "reference" / ref_name, mu=mu, sigma=sigma, prdc_features=ref[:500].astype(np.float32),
-                 n_images=np.int64(4000), protocol=np.array("{}"))
+        reference = Reference(ReferenceStats(mu, sigma, ref[:500].astype(np.float32), 4000, {}))
         for method, w in (("none", 1.0), ("cfg", 2.0), ("dog", 2.0)):
             for seed in (1, 2):
                 features = (rng.normal(0, 1, (N, DIM)) + SHIFT[method]).astype(np.float32)
                 truth[(dataset, method, seed)] = frechet_distance(*gaussian_stats(features), mu, sigma)
-                sample_dir = write_set(results, dataset, f"{method}-{seed}", features, ref_name)
+                sample_dir = sets.add(f"{dataset}/{method}-{seed}", features, reference)
                 rows.append({"dataset": dataset, "phase": "report", "method": method, "w": w, "seed": seed,
                              "num_samples": N, "sample_dir": sample_dir})
             # selection rows (seed 0): dog's best is w = 2 there too, but their recorded values are fake
@@ -64,8 +67,8 @@ def setup(tmp_path):
                      "fd_effnet": 5.0, "num_samples": N, "sample_dir": "unused"})
         real = rng.normal(0, 1, (N, DIM)).astype(np.float32)
         rows.append({"dataset": dataset, "phase": "control", "method": "real", "w": np.nan, "seed": 1,
-                     "num_samples": N, "sample_dir": write_set(results, dataset, "real", real, ref_name)})
-    return results, cache, pd.DataFrame(rows), truth
+                     "num_samples": N, "sample_dir": sets.add(f"{dataset}/real", real, reference)})
+    return sets, pd.DataFrame(rows), truth
 
 
 def get(board, dataset, method, rule):
@@ -75,8 +78,8 @@ def get(board, dataset, method, rule):
 
 
 def test_numbers_come_from_report_samples_with_intervals(setup):
-    results, cache, runs, truth = setup
-    board = lb.build_leaderboard(experiment(), runs, results, cache)
+    sets, runs, truth = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
     for dataset in DATASETS:
         for method, rule in (("none", "baseline"), ("cfg", lb.BEST), ("dog", lb.BEST)):
             row = get(board, dataset, method, rule)
@@ -104,8 +107,8 @@ def test_numbers_come_from_report_samples_with_intervals(setup):
 
 
 def test_controls_and_average(setup):
-    results, cache, runs, _ = setup
-    board = lb.build_leaderboard(experiment(), runs, results, cache)
+    sets, runs, _ = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
     noise = get(board, DATASETS[0], "none", "seed noise")
     assert noise["fd_effnet_diff_low"] < 0 < noise["fd_effnet_diff_high"]  # the method against itself: 0 inside
     real = get(board, DATASETS[0], "real", lb.CONTROL)
@@ -118,21 +121,65 @@ def test_controls_and_average(setup):
 
 
 def test_fixed_w_rows_and_markdown(setup):
-    results, cache, runs, _ = setup
+    sets, runs, _ = setup
     exp = experiment(report={"seeds": [1, 2], "bootstrap": 40, "fixed_w": [2.0]})
-    board = lb.build_leaderboard(exp, runs, results, cache)
+    board = lb.build_leaderboard(exp, runs, sets)
     fixed = get(board, DATASETS[0], "dog", "w=2")
     best = get(board, DATASETS[0], "dog", lb.BEST)
     assert fixed["fd_effnet"] == best["fd_effnet"]  # here the fixed w is the chosen one: the same samples
-    text = lb.to_markdown(board)
+    text = to_markdown(board)
     assert text.splitlines()[0].startswith("| dataset | method | rule | w | fd_effnet |")
     assert "| caltech101-32 | dog | best w | 2 |" in text and " *" in text
-    assert "report seeds [1, 2]" in lb.describe(exp, board) and "selection seeds [0]" in lb.describe(exp, board)
+    assert "report seeds [1, 2]" in describe(exp, board) and "selection seeds [0]" in describe(exp, board)
 
 
 def test_missing_report_sets_leave_the_row_out(setup):
-    results, cache, runs, _ = setup
+    sets, runs, _ = setup
     partial = runs[~((runs["method"] == "cfg") & (runs["seed"] == 2))]
-    board = lb.build_leaderboard(experiment(), partial, results, cache)
+    board = lb.build_leaderboard(experiment(), partial, sets)
     assert not len(board[(board["method"] == "cfg") & (board["rule"] == lb.BEST)])
     assert "fd_effnet_diff_vs_cfg" not in board.columns or board["fd_effnet_diff_vs_cfg"].isna().all()
+
+
+def test_no_leaderboard_function_is_longer_than_60_lines():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(lb))
+    lengths = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert max(lengths.values()) <= 60, {name: n for name, n in lengths.items() if n > 60}
+
+
+def test_every_comparison_says_which_sign_is_better(setup):
+    sets, runs, _ = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
+    header, _, *lines = to_markdown(board).splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for name in ("CFG", "fine-tune only"):
+        diff = columns.index(f"fd_effnet minus {name} (negative = better)")
+        assert columns[diff + 1] == f"improvement over {name}, % (fd_effnet; positive = better)"  # beside it
+    dog = next(line for line in lines if line.startswith(f"| {DATASETS[0]} | dog | best w |"))
+    cells = [c.strip() for c in dog.strip("|").split("|")]
+    diff = columns.index("fd_effnet minus fine-tune only (negative = better)")
+    # DoG is closer to the reference than fine-tune only: a negative difference, a positive improvement
+    assert cells[diff].startswith("-") and cells[diff + 1].startswith("+") and cells[diff + 1].endswith("*")
+    assert "positive = better" in describe(experiment(), board)
+
+
+def test_paper_summary_averages_the_relative_improvement_over_datasets(setup, monkeypatch):
+    sets, runs, _ = setup
+    board = lb.build_leaderboard(experiment(), runs, sets)
+    summary = get(board, lb.SUMMARY, "dog", lb.BEST)
+    per_dataset = [get(board, d, "dog", lb.BEST)["fd_effnet_improvement_vs_none_pct"] for d in DATASETS]
+    assert summary["fd_effnet_improvement_vs_none_pct"] == pytest.approx(np.mean(per_dataset))
+    assert summary["fd_effnet_improvement_vs_none_pct_low"] < np.mean(per_dataset) \
+        < summary["fd_effnet_improvement_vs_none_pct_high"]
+    assert summary["n_datasets"] == 2 and summary["fd_effnet_significant_vs_none"]
+    assert set(board[board["dataset"] == lb.SUMMARY]["method"]) == {"cfg", "dog"}  # the guided methods
+    assert "paper summary" in to_markdown(board)
+    # the summaries draw datasets from a generator of their own: every other number is what it is without them
+    monkeypatch.setattr(lb._Statistic, "_summaries", lambda self, out, indices: {})
+    without = lb.build_leaderboard(experiment(), runs, sets)
+    others = board["dataset"] != lb.SUMMARY
+    pd.testing.assert_frame_equal(without[others], board[others][without.columns])

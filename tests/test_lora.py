@@ -18,7 +18,7 @@ from benchmark.models.adapter import AdaptedDiT, AdapterSettings, adapter_module
 from benchmark.sampling import SamplingSettings, build_sampler
 from benchmark.sampling.one_copy import mixed_batch
 from benchmark.tracking import WandbSettings
-from benchmark.training import TrainSettings
+from benchmark.training import RunOutput, TrainingSet, TrainSettings
 from benchmark.training.run import finetune
 from conftest import SHARED_DATA, run_if, tiny_dit_config
 
@@ -27,8 +27,11 @@ needs_caltech = run_if(shared_data="caltech101/caltech101_32.npz")
 ADAPTER = {"rank": 2, "alpha": 4, "dropout": 0.1, "targets": ["attn", "mlp.fc1", "adaLN_modulation"]}
 SMALL = {"steps": 6, "global_batch_size": 8, "checkpoint_every": 3, "num_workers": 0, "lr": 1e-2, "ema_decay": 0.5,
          "keep_ema_at": [3], "adapter": ADAPTER}
-QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=WandbSettings(enabled=False), progress=False,
-             max_images=64)
+DATA = TrainingSet(CALTECH, SHARED_DATA, max_images=64)
+
+
+def quiet(out):
+    return RunOutput(out, wandb=WandbSettings(enabled=False), progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -206,8 +209,8 @@ def test_lora_kill_and_resume_reaches_the_same_weights(lora_run, source, tmp_pat
     with monkeypatch.context() as m:
         m.setattr(DiffusionTrainer, "training_step", killed_at_step_4)
         with pytest.raises(RuntimeError, match="killed"):
-            finetune(source, CALTECH, tmp_path / "resumed", SMALL, **QUIET)
-    resumed = finetune(source, CALTECH, tmp_path / "resumed", SMALL, **QUIET)
+            finetune(source, DATA, quiet(tmp_path / "resumed"), SMALL, autoencoder="identity")
+    resumed = finetune(source, DATA, quiet(tmp_path / "resumed"), SMALL, autoencoder="identity")
     a = torch.load(lora_run / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert a["global_step"] == b["global_step"] == 6 and a["state_dict"].keys() == b["state_dict"].keys()

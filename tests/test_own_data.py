@@ -49,7 +49,7 @@ def test_two_datasets_of_your_own_run_end_to_end_under_their_names(own_data_expe
     path, results = own_data_experiment
     assert main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress"]) == 0
     board = pd.read_csv(results / "tiny" / "leaderboard.csv")
-    assert set(board["dataset"]) == {"birds", "boats", "average"}
+    assert set(board["dataset"]) == {"birds", "boats", "average", "paper summary"}
     runs = pd.read_csv(results / "tiny" / "runs.csv")
     assert set(runs["dataset"]) == {"birds", "boats"}
     assert (results / "tiny" / "birds").is_dir() and (results / "tiny" / "boats").is_dir()

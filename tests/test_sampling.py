@@ -9,16 +9,20 @@ from PIL import Image
 from benchmark.cli import main
 from benchmark.guidance import resolve_method
 from benchmark.models import IdentityAutoencoder, export_checkpoint, reheaded
-from benchmark.sampling import (SampleFolder, SamplingSettings, build_sampler, generate_samples, method_point,
+from benchmark.sampling import (SampleFolder, SamplingSettings, build_sampler, generate_samples, method_spec,
                                 sample_inputs, sampler_identity)
 from benchmark.sampling.writer import MANIFEST
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def point(method, w, s):
+    return method_spec(method, values={"w": w if method != "none" else 1.0}, interval=s.guidance_interval)
+
+
 def sampler(method, ft, pre, w, steps=5, seed=0, guides=None, **settings):
     s = SamplingSettings(steps=steps, **settings)
-    spec = method if not isinstance(method, str) else method_point(method, w if method != "none" else 1.0, s)
+    spec = method if not isinstance(method, str) else point(method, w, s)
     return build_sampler(s, spec, seed, ft, pre, IdentityAutoencoder(), "cpu", guides)
 
 
@@ -131,7 +135,7 @@ def test_none_cfg_dog_images_and_identity_are_what_they_were(tiny_dit, method, w
     reference = dataclasses.replace(made, denoiser=legacy)
     assert torch.equal(made.sample_latents(range(5))[0], reference.sample_latents(range(5))[0])
     guided = method != "none" and w != 1.0
-    identity = sampler_identity(s, method_point(method, w if method != "none" else 1.0, s), 3, finetuned_sha256="f",
+    identity = sampler_identity(s, point(method, w, s), 3, finetuned_sha256="f",
                                 pretrained_sha256="p", autoencoder="identity")
     assert identity == {
         "method": method if guided else "none", "w": w if guided else 1.0, "finetuned_sha256": "f",

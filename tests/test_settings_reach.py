@@ -27,9 +27,9 @@ def test_yaml_settings_arrive_where_they_are_used(tiny_experiment, monkeypatch):
     real_train, real_build = training_run.train, stages.build_sampler
     real_loggers = training_run._make_loggers
 
-    def spy_train(model, dataset, out_dir, settings, **kwargs):
-        seen["train"] = (settings, kwargs)
-        return real_train(model, dataset, out_dir, settings, **kwargs)
+    def spy_train(net, data, out, settings, launch):
+        seen["train"] = (settings, out, launch)
+        return real_train(net, data, out, settings, launch)
 
     def spy_loggers(out_dir, run_id, config, wandb, **kwargs):
         seen["wandb"] = wandb
@@ -45,11 +45,11 @@ def test_yaml_settings_arrive_where_they_are_used(tiny_experiment, monkeypatch):
     monkeypatch.setattr(stages, "build_sampler", spy_build)
     assert main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress"]) == 0
 
-    settings, kwargs = seen["train"]
+    settings, out, launch = seen["train"]
     assert (settings.precision, settings.split, settings.label_dropout, settings.seed) == ("tf32", "all", 0.2, 3)
-    assert kwargs["wandb"].project == "my-project" and kwargs["wandb"].mode == "offline"
+    assert out.wandb.project == "my-project" and out.wandb.mode == "offline"
     assert seen["wandb"].entity == "my-team" and seen["wandb"].resolved_mode() == "offline"
-    assert kwargs["launch"].devices == 1  # one device unless told otherwise
+    assert launch.devices == 1  # one device unless told otherwise
     guided = [s for s in seen["samplers"] if s.denoiser.guided]
     assert guided, "the DoG sample set was built"
     sampler = guided[0]

@@ -17,7 +17,8 @@ from benchmark.harness.sources import SOURCES_FILE, check_recorded_sources
 from benchmark.io import IntegrityError
 from benchmark.models import DiT, export_checkpoint, load_dit
 from benchmark.models.checkpoint import CONTENT_HASH
-from benchmark.training import finetune
+from benchmark.models.settings import SourceSettings
+from benchmark.training import RunOutput, TrainingSet, finetune
 from benchmark.training.probe import PROBE_LIMIT, check_source
 from benchmark.tracking import WandbSettings
 from conftest import REPO, flip_weight_bytes, run_if, tiny_dit_config
@@ -65,14 +66,16 @@ def test_random_weights_are_refused_unless_the_check_is_off(tmp_path):
     export_checkpoint(DiT(**tiny_dit_config(input_size=32, num_classes=10)), tmp_path / "fresh.pt",
                       autoencoder="identity")
     settings = {"steps": 1, "global_batch_size": 2, "num_workers": 0, "checkpoint_every": 1}
-    kwargs = dict(max_images=4, progress=False, wandb=WandbSettings(enabled=False))
+    source = SourceSettings.from_checkpoint(str(tmp_path / "fresh.pt"))
+    assert not source.sanity_check  # a bare path is not probed; the command line and the harness ask for it
+    probed, data = source.replaced(sanity_check=True), TrainingSet("caltech101-32", max_images=4)
+    out = RunOutput(tmp_path / "run", wandb=WandbSettings(enabled=False), progress=False)
     with pytest.raises(IntegrityError, match="source.sanity_check: false"):
-        finetune(tmp_path / "fresh.pt", "caltech101-32", tmp_path / "run", settings, sanity_check=True, **kwargs)
+        finetune(probed, data, out, settings)
     assert not (tmp_path / "run" / "run.json").exists()  # refused before anything was written
-    finetune(tmp_path / "fresh.pt", "caltech101-32", tmp_path / "run", settings, sanity_check=False, **kwargs)
+    finetune(source, data, out, settings)
     # a started run was probed when it started: continuing it does not probe again
-    finetune(tmp_path / "fresh.pt", "caltech101-32", tmp_path / "run", {**settings, "steps": 2}, sanity_check=True,
-             **kwargs)
+    finetune(probed, data, out, {**settings, "steps": 2})
 
 
 def test_finetune_reads_the_source_before_the_vae_and_takes_its_autoencoder(tmp_path, capsys):
@@ -82,7 +85,8 @@ def test_finetune_reads_the_source_before_the_vae_and_takes_its_autoencoder(tmp_
     from benchmark.cli import train as train_command
 
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(train_command, "finetune", lambda *a, **k: captured.update(k))
+    monkey.setattr(train_command, "finetune", lambda source, data, out, settings, launch, autoencoder:
+                   captured.update(autoencoder=autoencoder, sanity_check=source.sanity_check))
     try:
         assert main(["finetune", "--source", str(SHIPPED), "--dataset", "caltech101-32", "--out",
                      str(tmp_path / "o"), "--no-wandb"]) == 0

@@ -250,12 +250,12 @@ def test_finetune_command_files_its_wandb_run_where_told(tmp_path, monkeypatch):
     from benchmark.tracking import WandbRun
 
     calls = []
-    monkeypatch.setattr(train_command, "finetune", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr(train_command, "finetune", lambda source, data, out, *a: calls.append(out))
     base = ["finetune", "--config", "default", "--dataset", "caltech101-32", "--out", str(tmp_path / "o")]
     assert main(base) == 0
     assert main(base + ["--wandb-dir", str(tmp_path / "results" / "default"), "--wandb-group", "default"]) == 0
-    assert calls[0]["wandb_run"] == WandbRun()  # the run's own folder, <out>/wandb
-    assert calls[1]["wandb_run"] == WandbRun(directory=Path(tmp_path / "results" / "default"), group="default")
+    assert calls[0].wandb_run == WandbRun()  # the run's own folder, <out>/wandb
+    assert calls[1].wandb_run == WandbRun(directory=Path(tmp_path / "results" / "default"), group="default")
 
 
 def test_report_tags_use_the_names_of_dict_entries(tmp_path, monkeypatch):

@@ -20,15 +20,30 @@ from benchmark.training.ema import frozen_copy, update_ema
 from benchmark.cli import train as train_command
 from benchmark.harness.loading import load_experiment
 from benchmark.tracking import WandbSettings
-from benchmark.training import LaunchSettings, TrainSettings
+from benchmark.models.settings import ArchitectureSettings, SourceSettings
+from benchmark.training import LaunchSettings, RunOutput, TrainingSet, TrainSettings
 from benchmark.training.run import finetune, pretrain
+from benchmark.training.spec import NetworkToTrain
 from conftest import SHARED_DATA, run_if, tiny_dit_config
 
 CALTECH = "caltech101-32"
 needs_caltech = run_if(shared_data="caltech101/caltech101_32.npz")
 SMALL = {"steps": 6, "global_batch_size": 8, "checkpoint_every": 3, "num_workers": 0, "lr": 1e-3, "ema_decay": 0.9}
-QUIET = dict(data_root=SHARED_DATA, autoencoder="identity", wandb=WandbSettings(enabled=False), progress=False,
-             max_images=64)
+
+
+def tune(source, out, settings, *, dataset=CALTECH, root=SHARED_DATA, max_images=64, launch=LaunchSettings(),
+         autoencoder="identity", wandb=WandbSettings(enabled=False)):
+    """finetune quietly on at most ``max_images`` images."""
+    return finetune(source, TrainingSet(dataset, root, max_images=max_images),
+                    RunOutput(out, wandb=wandb, progress=False), settings, launch, autoencoder)
+
+
+def data(max_images=64):
+    return TrainingSet(CALTECH, SHARED_DATA, max_images=max_images)
+
+
+def quiet(out):
+    return RunOutput(out, wandb=WandbSettings(enabled=False), progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,8 +138,8 @@ def test_settings_are_validated():
 @needs_caltech
 def test_finetune_reheads_and_keeps_every_other_weight(source, tmp_path, monkeypatch):
     captured = {}
-    monkeypatch.setattr(training_run, "train", lambda model, *a, **k: captured.setdefault("model", model))
-    finetune(source, CALTECH, tmp_path / "run", SMALL, **QUIET)
+    monkeypatch.setattr(training_run, "train", lambda net, *a, **k: captured.setdefault("model", net.model))
+    tune(source, tmp_path / "run", SMALL)
     model, src = captured["model"], load_dit(source)
     assert model.config == {**src.config, "num_classes": 101}
     new, old = model.state_dict(), src.state_dict()
@@ -144,12 +159,12 @@ def test_finetune_a_named_pixel_source_as_the_harness_does(tmp_path, monkeypatch
     src = build_dit("DiT-N/2", input_size=32, in_channels=3, num_classes=10)
     torch.save({"ema": src.state_dict()}, tmp_path / "bare.pt")  # weights only, like the DiT release files
     captured = {}
-    monkeypatch.setattr(training_run, "train", lambda model, *a, **k: captured.update(model=model, **k))
-    finetune(tmp_path / "bare.pt", CALTECH, tmp_path / "run", SMALL, source_model="DiT-N/2", source_num_classes=10,
-             image_size=32, **QUIET)
-    config = captured["model"].config
+    monkeypatch.setattr(training_run, "train", lambda net, *a, **k: captured.update(net=net))
+    tune(SourceSettings(checkpoint=str(tmp_path / "bare.pt"), model="DiT-N/2", num_classes=10, image_size=32),
+         tmp_path / "run", SMALL)
+    config = captured["net"].model.config
     assert (config["in_channels"], config["input_size"], config["num_classes"]) == (3, 32, 101)
-    assert captured["resolution"] == 32 and captured["metadata"]["source_num_classes"] == 10
+    assert captured["net"].resolution == 32 and captured["net"].metadata["source_num_classes"] == 10
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +177,7 @@ def trained(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune") / "run"
     settings = {**SMALL, "steps": 40, "global_batch_size": 16, "checkpoint_every": 20, "ema_decay": 0.8}
     try:
-        path = finetune(source, CALTECH, out, settings, **{**QUIET, "max_images": 256, "wandb": WandbSettings(mode="offline")})
+        path = tune(source, out, settings, max_images=256, wandb=WandbSettings(mode="offline"))
     finally:
         torch.set_num_threads(threads)
     return path, out, settings
@@ -234,16 +249,16 @@ def test_finished_run_returns_at_once_and_more_steps_continue(trained, source, m
 
     with monkeypatch.context() as m:
         m.setattr(lightning, "Trainer", NoTrainer)
-        assert finetune(source, CALTECH, out, settings, **{**QUIET, "max_images": 256}) == path
+        assert tune(source, out, settings, max_images=256) == path
     with pytest.raises(UserError, match="another training run"):
-        finetune(source, CALTECH, out, {**settings, "lr": 5e-4}, **{**QUIET, "max_images": 256})
+        tune(source, out, {**settings, "lr": 5e-4}, max_images=256)
 
 
 @needs_caltech
 def test_kill_and_resume_reaches_the_same_weights(source, tmp_path, monkeypatch):
     from benchmark.training.module import DiffusionTrainer
 
-    straight = finetune(source, CALTECH, tmp_path / "straight", SMALL, **QUIET)
+    straight = tune(source, tmp_path / "straight", SMALL)
 
     real_step = DiffusionTrainer.training_step
 
@@ -255,10 +270,10 @@ def test_kill_and_resume_reaches_the_same_weights(source, tmp_path, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(DiffusionTrainer, "training_step", killed_at_step_4)
         with pytest.raises(RuntimeError, match="killed"):
-            finetune(source, CALTECH, tmp_path / "resumed", SMALL, **QUIET)
+            tune(source, tmp_path / "resumed", SMALL)
     assert lightning_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert not (tmp_path / "resumed" / "ema.pt").exists()
-    resumed = finetune(source, CALTECH, tmp_path / "resumed", SMALL, **QUIET)
+    resumed = tune(source, tmp_path / "resumed", SMALL)
 
     a = lightning_state(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     b = lightning_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
@@ -272,7 +287,7 @@ def test_kill_and_resume_reaches_the_same_weights(source, tmp_path, monkeypatch)
         assert torch.equal(va, vb), k
 
     # asking for more steps continues the finished run
-    finetune(source, CALTECH, tmp_path / "resumed", {**SMALL, "steps": 8}, **QUIET)
+    tune(source, tmp_path / "resumed", {**SMALL, "steps": 8})
     assert lightning_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 8
 
 
@@ -285,7 +300,7 @@ def test_keep_ema_at_exports_those_steps_and_says_which_are_past_on_resume(sourc
 
     keep = {**SMALL, "keep_ema_at": [5, 1, 3]}
     straight = tmp_path / "straight"
-    finetune(source, CALTECH, straight, keep, **QUIET)
+    tune(source, straight, keep)
     assert sorted(p.name for p in straight.glob("ema-step*.pt")) == ["ema-step1.pt", "ema-step3.pt", "ema-step5.pt"]
     snapshot = load_dit(straight / "ema-step3.pt")  # the format of ema.pt: what dogbench sample reads
     assert snapshot.checkpoint_meta["steps"] == 3 and snapshot.checkpoint_meta["dataset"] == CALTECH
@@ -306,9 +321,9 @@ def test_keep_ema_at_exports_those_steps_and_says_which_are_past_on_resume(sourc
     with monkeypatch.context() as m:
         m.setattr(DiffusionTrainer, "training_step", killed_at_step_4)
         with pytest.raises(RuntimeError, match="killed"):
-            finetune(source, CALTECH, resumed, SMALL, **QUIET)
+            tune(source, resumed, SMALL)
     capsys.readouterr()
-    finetune(source, CALTECH, resumed, keep, **QUIET)  # keep_ema_at is not part of the run's identity
+    tune(source, resumed, keep)  # keep_ema_at is not part of the run's identity
     past = [line for line in capsys.readouterr().err.splitlines() if line.startswith("finetune: keep_ema_at")]
     assert len(past) == 1 and "step 1 is already past" in past[0] and "ema-step1.pt cannot be made" in past[0]
     assert sorted(p.name for p in resumed.glob("ema-step*.pt")) == ["ema-step3.pt", "ema-step5.pt"]
@@ -317,11 +332,11 @@ def test_keep_ema_at_exports_those_steps_and_says_which_are_past_on_resume(sourc
             assert torch.equal(v, ema_of(resumed / name)[k]), (name, k)
 
     # a finished run is not trained again: a step behind it is reported, its last step is its ema.pt
-    finetune(source, CALTECH, resumed, {**SMALL, "keep_ema_at": [2, 6]}, **QUIET)
+    tune(source, resumed, {**SMALL, "keep_ema_at": [2, 6]})
     assert "keep_ema_at step 2 is already past" in capsys.readouterr().err
     assert (resumed / "ema-step6.pt").read_bytes() == (resumed / "ema.pt").read_bytes()
     with pytest.raises(UserError, match=r"keep_ema_at \[9\] is past the 6 steps"):
-        finetune(source, CALTECH, resumed, {**SMALL, "keep_ema_at": [9]}, **QUIET)
+        tune(source, resumed, {**SMALL, "keep_ema_at": [9]})
     assert TrainSettings(keep_ema_at=[2]).identity() == TrainSettings().identity()
 
 
@@ -340,24 +355,24 @@ def test_full_disk_keeps_the_previous_checkpoint(source, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(os, "fsync", full_disk)
         with pytest.raises(UserError, match="previous checkpoint is intact"):
-            finetune(source, CALTECH, out, settings, **QUIET)
+            tune(source, out, settings)
     assert lightning_state(last)["global_step"] == 2
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no half-written temporary left
-    finetune(source, CALTECH, out, settings, **QUIET)
+    tune(source, out, settings)
     assert lightning_state(last)["global_step"] == 4
 
 
 def test_errors_are_one_line(source, tmp_path, capsys):
     with pytest.raises(UserError, match="dogbench prepare"):  # (caltech101-32 would come from the packaged pack)
-        finetune(source, "cub100-32", tmp_path / "o", SMALL, **{**QUIET, "data_root": tmp_path / "empty"})
+        tune(source, tmp_path / "o", SMALL, dataset="cub100-32", root=tmp_path / "empty")
     with pytest.raises(CheckpointError, match="not found"):
-        finetune(tmp_path / "missing.pt", CALTECH, tmp_path / "o", SMALL, **QUIET)
+        tune(tmp_path / "missing.pt", tmp_path / "o", SMALL)
     with pytest.raises(CheckpointError, match="5 classes but 7"):
-        finetune(source, CALTECH, tmp_path / "o", SMALL, **{**QUIET, "source_num_classes": 7})
+        tune(SourceSettings.from_checkpoint(source).replaced(num_classes=7), tmp_path / "o", SMALL)
     with pytest.raises(FileNotFoundError, match="VAE"):
-        finetune(source, CALTECH, tmp_path / "o", SMALL, **{**QUIET, "autoencoder": str(tmp_path / "no-vae")})
+        tune(source, tmp_path / "o", SMALL, autoencoder=str(tmp_path / "no-vae"))
     with pytest.raises(UserError, match="image size|px"):
-        finetune(source, CALTECH, tmp_path / "o", SMALL, **{**QUIET, "image_size": 16})
+        tune(SourceSettings.from_checkpoint(source).replaced(image_size=16), tmp_path / "o", SMALL)
     base = ["finetune", "--dataset", CALTECH, "--out", str(tmp_path / "o"), "--vae", "identity", "--no-wandb",
             "--data-root", str(SHARED_DATA)]
     assert main(base + ["--source", str(tmp_path / "missing.pt")]) == 1
@@ -375,10 +390,11 @@ def test_settings_from_a_config_file_with_overrides(source, tmp_path, monkeypatc
     cfg.write_text("finetune:\n  steps: 77\n  lr: 3.0e-4\n  ema_decay: 0.99\n")
     assert main(["finetune", "--source", str(source), "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--config", str(cfg), "--lr", "5e-5", "--no-wandb", "--vae", "identity"]) == 0
-    settings = captured["args"][3]
+    source, data, out, settings, launch, autoencoder = captured["args"]
     assert (settings.steps, settings.lr, settings.ema_decay, settings.global_batch_size) == (77, 5e-5, 0.99, 32)
-    assert captured["kwargs"]["wandb"].enabled is False and captured["kwargs"]["autoencoder"] == "identity"
-    assert captured["kwargs"]["launch"] == LaunchSettings()  # one device unless told otherwise
+    assert out.wandb.enabled is False and autoencoder == "identity"
+    assert launch == LaunchSettings()  # one device unless told otherwise
+    assert source == SourceSettings.from_checkpoint(str(source.checkpoint))  # the rest comes from the file
     cfg.write_text("finetune:\n  stepz: 77\n")
     assert main(["finetune", "--source", str(source), "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--config", str(cfg)]) == 1
@@ -389,13 +405,13 @@ def test_experiment_config_supplies_source_and_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(train_command, "finetune", lambda *a, **k: captured.update(args=a, kwargs=k))
     assert main(["finetune", "--config", "default", "--dataset", CALTECH, "--out", str(tmp_path / "o"),
                  "--steps", "5"]) == 0
-    checkpoint, dataset, out, settings = captured["args"]
-    assert checkpoint.endswith("source_cifar10_dit.pt") and settings.steps == 5
+    source, data, out, settings, launch, autoencoder = captured["args"]
+    assert source.checkpoint.endswith("source_cifar10_dit.pt") and settings.steps == 5
     default = load_experiment("default")
     assert (settings.ema_decay, settings.global_batch_size) == (default.finetune.ema_decay, default.finetune.global_batch_size)
-    assert captured["kwargs"]["autoencoder"] == "identity" and captured["kwargs"]["source_model"] == default.source.model
+    assert autoencoder == "identity" and source.replaced(checkpoint=default.source.checkpoint) == default.source
     # the experiment's W&B settings reach the fine-tune (project, entity, mode), not a bare on/off
-    assert captured["kwargs"]["wandb"] == default.tracking.wandb
+    assert out.wandb == default.tracking.wandb
 
 
 # ---- pre-training and logging ------------------------------------------------------------------------------------
@@ -405,17 +421,19 @@ def test_experiment_config_supplies_source_and_settings(tmp_path, monkeypatch):
 def test_pretrain_from_scratch(tmp_path):
     arch = {k: v for k, v in tiny_dit_config().items()
             if k not in ("input_size", "in_channels", "num_classes", "class_dropout_prob", "learn_sigma")}
-    out = pretrain(arch, CALTECH, tmp_path / "pre", {**SMALL, "steps": 3}, image_size=8, **QUIET)
+    out = pretrain(ArchitectureSettings(model=arch, image_size=8), data(), quiet(tmp_path / "pre"),
+                   {**SMALL, "steps": 3})
     model = load_dit(out)
     assert model.config["input_size"] == 8 and model.config["num_classes"] == 101
     assert model.checkpoint_meta["steps"] == 3 and model.checkpoint_meta["model_name"] == "custom"
     # the same seed gives the same initialisation, whatever the global RNG did before
     torch.manual_seed(123)
-    again = pretrain(arch, CALTECH, tmp_path / "again", {**SMALL, "steps": 3}, image_size=8, **QUIET)
+    again = pretrain(ArchitectureSettings(model=arch, image_size=8), data(), quiet(tmp_path / "again"),
+                     {**SMALL, "steps": 3})
     for (k, a), b in zip(torch.load(out)["ema"].items(), torch.load(again)["ema"].values()):
         assert torch.equal(a, b), k
-    with pytest.raises(UserError, match="unknown model"):
-        pretrain("DiT-Q/2", CALTECH, tmp_path / "x", SMALL, **QUIET)
+    with pytest.raises(UserError, match="not a known DiT config"):
+        pretrain("DiT-Q/2", data(), quiet(tmp_path / "x"), SMALL)
 
 
 def test_wandb_failures_never_stop_training(tmp_path, monkeypatch):
@@ -454,12 +472,12 @@ def test_wandb_failures_never_stop_training(tmp_path, monkeypatch):
 def test_bf16_finetune_on_gpu(source, tmp_path, strategy):
     settings = {**SMALL, "precision": "bf16"}
     launch = LaunchSettings(devices=1, strategy=strategy)
-    out = finetune(source, CALTECH, tmp_path / strategy, settings, launch=launch, **QUIET)
+    out = tune(source, tmp_path / strategy, settings, launch=launch)
     assert training_run.read_json(tmp_path / strategy / "trained.json")["precision"] == "bf16"
     model = load_dit(out)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     # a second identical run reaches the same weights (per-step generators; GPU kernels may differ in the last bits)
-    again = finetune(source, CALTECH, tmp_path / "again", settings, launch=launch, **QUIET)
+    again = tune(source, tmp_path / "again", settings, launch=launch)
     for (k, a), b in zip(torch.load(out)["ema"].items(), torch.load(again)["ema"].values()):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3, msg=k)
 
@@ -473,9 +491,8 @@ def test_training_state_is_freed_before_train_returns(tmp_path):
     gc.collect()
     gc.disable()
     try:
-        training_run.train(network, CALTECH, tmp_path / "run", TrainSettings.parse({**SMALL, "steps": 2}, "pretrain"),
-                           kind="pretrain", autoencoder="identity", resolution=8, metadata={},
-                           data_root=SHARED_DATA, max_images=64, wandb=WandbSettings(enabled=False), progress=False)
+        training_run.train(NetworkToTrain(network, "pretrain", "identity", 8), data(), quiet(tmp_path / "run"),
+                           TrainSettings.parse({**SMALL, "steps": 2}, "pretrain"))
         alive = [type(o).__name__ for o in gc.get_objects()
                  if issubclass(type(o), (DiffusionTrainer, torch.optim.Optimizer, pl.Trainer))]  # type(): no module getattr
     finally:

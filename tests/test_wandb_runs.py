@@ -8,7 +8,7 @@ from benchmark.harness.identity import stage_hash
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.stages import DatasetContext, stage_finetune
 from benchmark.io import file_sha256
-from benchmark.training import finetune
+from benchmark.training import RunOutput, TrainingSet, finetune
 from benchmark.tracking import WandbSettings
 from conftest import run_if
 from wandb_records import read_runs
@@ -38,9 +38,9 @@ def test_the_harness_files_the_fine_tune_with_the_experiment(tiny_experiment, tm
 
     # the standalone fine-tune keeps its W&B run in its own folder, with a job type and tags
     out = tmp_path / "standalone"
-    finetune(tmp_path / "source.pt", "folder", out, {**exp.finetune.to_dict(), "steps": 1}, data_root=exp.data_dir(),
-             autoencoder="identity", source_model=exp.source.model, source_num_classes=5, image_size=8,
-             wandb=WandbSettings(mode="offline"), progress=False)
+    finetune(exp.source.replaced(checkpoint=str(tmp_path / "source.pt")), TrainingSet("folder", exp.data_dir()),
+             RunOutput(out, wandb=WandbSettings(mode="offline"), progress=False),
+             {**exp.finetune.to_dict(), "steps": 1}, autoencoder="identity")
     (alone,) = read_runs(out)
     assert (alone["group"], alone["job_type"], alone["name"]) == ("", "fine-tune", "standalone")
     assert alone["config"]["steps"] == 1 and "experiment" not in alone["config"]

@@ -9,7 +9,8 @@ from benchmark.data.prepare import download, placement_instructions, verify
 from benchmark.data.registry import PACKAGED_DATA
 from benchmark.errors import UserError, did_you_mean
 from benchmark.io import DATA_ROOT_HELP, data_root
-from benchmark.models import load_autoencoder
+from benchmark.models import DEFAULT_VAE, load_autoencoder
+from benchmark.models.autoencoder import VAE_NAMES
 
 
 def configure(p, name: str) -> None:
@@ -36,8 +37,8 @@ def configure(p, name: str) -> None:
     p.add_argument("--split", default="train", choices=("train", "test", "all"), help="dataset split (default: train)")
     p.add_argument("--resolution", type=int, default=None,
                    help="image side in pixels before encoding (default: the dataset's nominal resolution)")
-    p.add_argument("--vae", default="sd-vae-ft-ema", help="sd-vae-ft-ema, sd-vae-ft-mse, a Hugging Face id or a local "
-                                                          "diffusers AutoencoderKL folder (default: sd-vae-ft-ema)")
+    p.add_argument("--vae", default=DEFAULT_VAE, help=f"{', '.join(VAE_NAMES)}, a Hugging Face id or a local diffusers "
+                                                      f"AutoencoderKL folder (default: {DEFAULT_VAE})")
     p.add_argument("--cache-dir", default=None, help="cache root (default: <results>/cache/latents)")
     p.add_argument("--data-root", default=None, help=f"dataset root (default: {DATA_ROOT_HELP})")
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch, each also mirrored (default: 64)")

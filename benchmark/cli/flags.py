@@ -50,15 +50,17 @@ def show_default(value: Any, null_word: Optional[str] = None) -> str:
 
 
 def add_settings_flags(parser, cls: type[Settings], *, exclude: Sequence[str] = (), defaults: Optional[dict] = None,
-                       prefix: str = "", dest_prefix: str = "", notes: Optional[dict] = None) -> None:
+                       prefix: str = "", dest_prefix: str = "", notes: Optional[dict] = None,
+                       names: Optional[dict] = None) -> None:
     """Add ``--<prefix><field>`` for every field of ``cls`` (but ``exclude``) to ``parser`` (a parser or group).
     ``defaults`` replaces the schema default in the help text (e.g. a command's own default); ``notes`` adds a
-    sentence to a field's help."""
-    defaults, notes = defaults or {}, notes or {}
+    sentence to a field's help; ``names`` gives a field other flag names than its own (the first shown in --help),
+    e.g. ``{"checkpoint": ["source"]}``."""
+    defaults, notes, names = defaults or {}, notes or {}, names or {}
     for name, field in cls.model_fields.items():
         if name in exclude:
             continue
-        flag = "--" + (prefix + name).replace("_", "-")
+        flags = ["--" + (prefix + flag).replace("_", "-") for flag in names.get(name, [name])]
         null_word = _null_word(field)
         default = defaults.get(name, field.default)
         text = (field.description or name.replace("_", " ")).rstrip(".")
@@ -81,7 +83,7 @@ def add_settings_flags(parser, cls: type[Settings], *, exclude: Sequence[str] = 
                 kwargs["metavar"] = "N" + (f"|{null_word}" if null_word else "")
             elif _has_type(annotation, float):
                 kwargs["metavar"] = "X" + (f"|{null_word}" if null_word else "")
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(*flags, **kwargs)
 
 
 def flag_values(cls: type[Settings], args: argparse.Namespace, dest_prefix: str = "") -> dict:

@@ -8,12 +8,13 @@ from benchmark.cli.common import index_list, output_folder, progress_wanted, qui
 from benchmark.cli.flags import add_settings_flags, flag_values, settings_from_args
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError, did_you_mean
-from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method, resolve_method
+from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method
 from benchmark.data.latents import is_pixel_space
 from benchmark.io import cached_file_sha256
-from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
+from benchmark.models import DEFAULT_VAE, load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.models.adapter import source_view
-from benchmark.sampling import SampleFolder, SamplingSettings, build_sampler, generate_samples, sampler_identity
+from benchmark.sampling import (SampleFolder, SamplingSettings, build_sampler, generate_samples, method_spec,
+                                sampler_identity)
 from benchmark.sampling.settings import SamplePoint
 
 
@@ -46,8 +47,8 @@ def configure(p, name: str) -> None:
     add_settings_flags(p.add_argument_group("how (sampling settings)"), SamplingSettings,
                        defaults={"clip_denoised": CLIP_FROM_CHECKPOINT})
     p.add_argument("--vae", default=None, metavar="NAME|DIR",
-                   help="'identity', 'sd-vae-ft-ema' or a local diffusers folder (default: the checkpoint's; "
-                        "sd-vae-ft-ema for 4-channel models)")
+                   help=f"'identity', '{DEFAULT_VAE}' or a local diffusers folder (default: the checkpoint's; "
+                        f"{DEFAULT_VAE} for 4-channel models)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="discard samples of another config in --out (default: off)")
     p.add_argument("--no-progress", action="store_true",
@@ -58,7 +59,7 @@ def configure(p, name: str) -> None:
 def autoencoder_spec(spec, checkpoint_meta: dict, in_channels: int) -> str:
     if spec:
         return spec
-    return checkpoint_meta.get("autoencoder") or ("sd-vae-ft-ema" if in_channels == 4 else "identity")
+    return checkpoint_meta.get("autoencoder") or (DEFAULT_VAE if in_channels == 4 else "identity")
 
 
 def name_values(items: list[str], flag: str) -> dict[str, str]:
@@ -76,7 +77,8 @@ def name_values(items: list[str], flag: str) -> dict[str, str]:
 
 
 def method_from_args(args, point: SamplePoint, settings: SamplingSettings) -> MethodSpec:
-    """The method and its parameters from --method, --w, --param and --guidance-interval, validated once."""
+    """The method and its parameters from --method, --w, --param and --guidance-interval, folded once
+    (``method_spec``)."""
     method, _ = lookup_method(point.method)
     params: dict = name_values(args.param, "--param")
     typed = flag_values(SamplePoint, args)
@@ -86,13 +88,10 @@ def method_from_args(args, point: SamplePoint, settings: SamplingSettings) -> Me
         raise UserError(f"--w: method {point.method} has no parameter w ({names}); pass --param NAME=VALUE")
     if "w" in typed and "w" in params:
         raise UserError("w is given by --w and by --param w=...; give it once")
-    if has_w:
-        params.setdefault("w", point.w)
-    if settings.guidance_interval is not None and method.guides:
-        if INTERVAL in params:
-            raise UserError("the interval is given by --guidance-interval and by --param interval=...; give it once")
-        params[INTERVAL] = settings.guidance_interval
-    return resolve_method(point.method, params)
+    if settings.guidance_interval is not None and method.guides and INTERVAL in params:
+        raise UserError("the interval is given by --guidance-interval and by --param interval=...; give it once")
+    return method_spec(point.method, params, {"w": params.pop("w", point.w)} if has_w else None,
+                       interval=settings.guidance_interval)
 
 
 def sample_classes(args, num_classes: int):
@@ -153,9 +152,8 @@ def run(args) -> int:
     identity = sampler_identity(settings, spec, point.seed, finetuned_sha256=cached_file_sha256(ft_path),
                                 pretrained_sha256=cached_file_sha256(pre_path) if pre_path else pre_sha256,
                                 autoencoder=ae_spec,
-                                guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths.items()})
-    if classes is not None:  # other labels, other images; absent otherwise, so earlier folders keep their identity
-        identity["classes"] = list(classes)
+                                guide_sha256={name: cached_file_sha256(path) for name, path in guide_paths.items()},
+                                classes=classes)
     folder = SampleFolder(args.out, settings.num_samples, identity).open(overwrite=args.overwrite)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     made = generate_samples(sampler, folder, settings.batch_size, rank, world, progress=progress_wanted(args))

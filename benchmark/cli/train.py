@@ -1,4 +1,5 @@
-"""``dogbench finetune`` and ``dogbench pretrain``: their flags are the training schema's fields."""
+"""``dogbench finetune`` and ``dogbench pretrain``: their flags are the fields of the settings the training entry
+points take (the source model or the new architecture, the autoencoder, the training recipe, where it runs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,31 +9,29 @@ from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.errors import UserError
 from benchmark.io import DATA_ROOT_HELP
 from benchmark.harness.loading import find_experiment, load_experiment, read_yaml
+from benchmark.models import DEFAULT_VAE
+from benchmark.models.settings import ArchitectureSettings, AutoencoderSettings, SourceSettings
 from benchmark.tracking import WandbRun, WandbSettings
-from benchmark.training import LaunchSettings, TrainSettings, finetune, pretrain
+from benchmark.training import LaunchSettings, RunOutput, TrainingSet, TrainSettings, finetune, pretrain
+
+# the source model's flags, as they always were spelled
+SOURCE_FLAGS = {"checkpoint": ["source"], "num_classes": ["source_classes"]}
+FROM_FILE = {"model": None, "num_classes": None, "image_size": None}  # what the checkpoint says, unless given
+VAE_FLAGS = {"autoencoder": ["autoencoder", "vae"]}
 
 
 def configure(p, name: str) -> None:
     if name == "finetune":
-        p.add_argument("--source", default=None,
-                       help="pre-trained checkpoint: a path or a release name such as DiT-XL-2-256x256.pt "
-                            "(default: --config's source.checkpoint)")
-        p.add_argument("--model", default=None, help="source architecture, e.g. DiT-XL/2, when the file does not say "
-                                                     "(default: --config's source.model, else read from the file)")
-        p.add_argument("--source-classes", type=int, default=None, help="classes of the source model (default: from the file)")
-        p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: from the source model)")
-        p.add_argument("--autoencoder", "--vae", dest="autoencoder", default=None,
-                       help="sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space) or a local diffusers folder "
-                            "(default: --config's, else the one the source file records, else sd-vae-ft-ema)")
-        p.add_argument("--no-sanity-check", action="store_true",
-                       help="skip the source's sanity probe (its denoising error on 32 target images must be below "
-                            "0.5; random stand-in weights fail it) (default: probe before a fresh run)")
+        add_settings_flags(p.add_argument_group("the source model (default: --config's source:, else the file's)"),
+                           SourceSettings, names=SOURCE_FLAGS, dest_prefix="source_",
+                           defaults={"checkpoint": "--config's", "model": "from the file",
+                                     "num_classes": "from the file", "image_size": "from the source model"})
     else:
-        p.add_argument("--model", required=True, help="named DiT config, e.g. DiT-N/2, DiT-Ti/4, DiT-S/2")
-        p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the dataset's)")
-        p.add_argument("--autoencoder", "--vae", dest="autoencoder", default="identity",
-                       help="identity (pixel space) or a VAE as for finetune (default: identity)")
-        p.add_argument("--no-learn-sigma", action="store_true", help="predict eps only (fixed variance); default learns it")
+        add_settings_flags(p.add_argument_group("the new model"), ArchitectureSettings,
+                           defaults={"model": "required"})
+    vae_default = f"--config's, else the one the source file records, else {DEFAULT_VAE}" if name == "finetune" \
+        else "identity"
+    add_settings_flags(p, AutoencoderSettings, names=VAE_FLAGS, defaults={"autoencoder": vae_default})
     p.add_argument("--dataset", required=True, help="registered dataset name (e.g. caltech101-32, food101)")
     p.add_argument("--out", required=True, help="run directory (resumes when it holds the same run)")
     p.add_argument("--config", default=None,
@@ -76,7 +75,8 @@ def read_config(config, command: str) -> tuple[dict, dict]:
     return dict(section), {}
 
 
-def _options(args, extras: dict) -> dict:
+def _run_values(args, extras: dict) -> tuple[TrainingSet, RunOutput, LaunchSettings]:
+    """What is trained on, where the run goes and where it runs, from the flags (and --config's extras)."""
     wandb = WandbSettings.parse(extras.get("wandb"))
     changes = {}
     if args.no_wandb:
@@ -85,26 +85,26 @@ def _options(args, extras: dict) -> dict:
         changes["mode"] = args.wandb_mode
     if args.wandb_project:
         changes["project"] = args.wandb_project
-    return dict(data_root=args.data_root or extras.get("data_root"), launch=settings_from_args(LaunchSettings, args),
-                wandb=wandb.replaced(**changes), progress=not args.no_progress, latent_cache_dir=args.cache_dir,
-                wandb_run=WandbRun(directory=Path(args.wandb_dir) if args.wandb_dir else None, group=args.wandb_group),
-                max_images=args.max_images, export_path=args.export)
+    data = TrainingSet(args.dataset, args.data_root or extras.get("data_root"), args.cache_dir, args.max_images)
+    out = RunOutput(Path(args.out), args.export, wandb.replaced(**changes),
+                    WandbRun(directory=Path(args.wandb_dir) if args.wandb_dir else None, group=args.wandb_group),
+                    progress=not args.no_progress)
+    return data, out, settings_from_args(LaunchSettings, args)
 
 
 def run_finetune(args) -> int:
     output_folder(args.out)  # before anything is read: an --out that is a file or read-only loses nothing
     base, extras = read_config(args.config, "finetune")
     settings = settings_from_args(TrainSettings, args, base)
-    source = extras.get("source") or {}
-    checkpoint = args.source or source.get("checkpoint")
-    if not checkpoint:
+    if args.source_checkpoint is None and "source" not in extras:
         raise UserError("finetune needs --source CKPT (e.g. DiT-XL-2-256x256.pt) or --config with a source: section")
-    model = args.model or source.get("model")
-    finetune(checkpoint, args.dataset, args.out, settings, source_model=model,
-             source_num_classes=(args.source_classes or source.get("num_classes")) if model else args.source_classes,
-             image_size=args.image_size or source.get("image_size"),
-             autoencoder=args.autoencoder or extras.get("autoencoder"),  # None: the one the source records
-             sanity_check=not args.no_sanity_check and source.get("sanity_check", True), **_options(args, extras))
+    source = settings_from_args(SourceSettings, args, extras.get("source", FROM_FILE), dest_prefix="source_")
+    # the autoencoder typed or --config's; else None: the one the source file records (read after the source)
+    given = {"autoencoder": extras["autoencoder"]} if "autoencoder" in extras else None
+    autoencoder = settings_from_args(AutoencoderSettings, args, given).autoencoder \
+        if args.autoencoder is not None or given else None
+    data, out, launch = _run_values(args, extras)
+    finetune(source, data, out, settings, launch, autoencoder)
     return 0
 
 
@@ -112,6 +112,8 @@ def run_pretrain(args) -> int:
     output_folder(args.out)
     base, extras = read_config(args.config, "pretrain")
     settings = settings_from_args(TrainSettings, args, base)
-    pretrain(args.model, args.dataset, args.out, settings, image_size=args.image_size, autoencoder=args.autoencoder,
-             learn_sigma=not args.no_learn_sigma, **_options(args, extras))
+    architecture = settings_from_args(ArchitectureSettings, args)
+    autoencoder = settings_from_args(AutoencoderSettings, args, {"autoencoder": "identity"}).autoencoder
+    data, out, launch = _run_values(args, extras)
+    pretrain(architecture, data, out, settings, launch, autoencoder)
     return 0

@@ -22,10 +22,14 @@ its unguided value is off, and a spec with no guide on is the unguided predictio
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import math
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from torch import Tensor
@@ -223,7 +227,7 @@ class MethodSpec:
         """The method's part of a sample set's identity. An unguided spec is ``{"method": "none", "w": 1.0}`` whatever
         the method; otherwise the name and ``w`` (None for a method without one), plus ``params`` with every other
         parameter that changes the images (APG's only when on), ``rule`` for combination rules other than APG alone,
-        ``schedule`` for a ramp, and ``method_source`` for a user's method."""
+        ``schedule`` for a ramp, and ``method_source`` for a user's method (with ``code_sha256``, the hash of its code)."""
         if not self.guided:
             return {"method": "none", "w": 1.0}
         out: dict[str, Any] = {"method": self.name, "w": self.params.get("w")}
@@ -236,6 +240,8 @@ class MethodSpec:
             out["schedule"] = self.schedule
         if self.source and self.source != self.name:
             out["method_source"] = self.source
+            if ":" in self.source:  # a user's module: an edited rule is another method
+                out["code_sha256"] = plugin_code_sha256(self.source)
         return out
 
     def _shown(self, with_interval: bool) -> dict:
@@ -323,6 +329,32 @@ def registered_methods() -> dict[str, Method]:
     return dict(_REGISTRY)
 
 
+_CODE_SHA256: dict[str, tuple[Any, str]] = {}  # module:attribute -> (the object loaded, the hash of its code)
+
+
+def _code_sha256(module, method: Method) -> str:
+    """sha256 of the code behind a user's method: the files of the module it is named in and of the module defining
+    its rule (the rule's source where a module has no file)."""
+    digest = hashlib.sha256()
+    for mod in dict.fromkeys([module, sys.modules.get(getattr(method.rule, "__module__", ""), None)]):
+        path = getattr(mod, "__file__", None)
+        if path and os.path.isfile(path):
+            digest.update(Path(path).read_bytes())
+        else:
+            try:
+                digest.update(inspect.getsource(method.rule).encode())
+            except (OSError, TypeError):
+                digest.update(repr(method).encode())
+    return digest.hexdigest()
+
+
+def plugin_code_sha256(reference: str) -> str:
+    """The hash of the code of the user's method ``module:attribute`` as this process loaded it."""
+    if reference not in _CODE_SHA256:
+        _load_reference(reference)
+    return _CODE_SHA256[reference][1]
+
+
 def _load_reference(reference: str) -> Method:
     """The Method that ``module:attribute`` names: the object itself, or what a factory returns when called."""
     module_name, _, attribute = reference.partition(":")
@@ -353,6 +385,8 @@ def _load_reference(reference: str) -> Method:
     builtin = _REGISTRY.get(obj.name)
     if builtin is not None and builtin is not obj:
         raise ConfigError(f"guidance method {reference!r} is named {obj.name!r}, a built-in's name; give it another")
+    if _CODE_SHA256.get(reference, (None,))[0] is not obj:  # the code as loaded (a reloaded module: hashed again)
+        _CODE_SHA256[reference] = (obj, _code_sha256(module, obj))
     return obj
 
 

@@ -25,17 +25,18 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, mo
 from benchmark.data import DatasetSpec, dataset_names, get_dataset
 from benchmark.data.settings import OwnDataset
 from benchmark.errors import did_you_mean
-from benchmark.guidance import INTERVAL, W_DECIMALS, GuidanceScale, MethodSpec
+from benchmark.guidance import W_DECIMALS, GuidanceScale, MethodSpec
 from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
                                        run_spec)
 from benchmark.io import data_root, results_root
 from benchmark.metrics.registry import columns_of
 from benchmark.metrics.settings import EvaluationSettings
-from benchmark.models.settings import AUTOENCODER_NAMES, SourceSettings
+from benchmark.models import DEFAULT_VAE
+from benchmark.models.settings import AUTOENCODER_NAMES, Autoencoder, SourceSettings
 from benchmark.sampling.settings import SamplingSettings
-from benchmark.settings import Count, Index, Real, Settings, non_empty
+from benchmark.settings import HOW, Count, Index, Real, Settings, identity, non_empty
 from benchmark.tracking import WandbSettings
-from benchmark.training.settings import TrainSettings
+from benchmark.training.settings import StrategySettings, TrainSettings
 
 METHODS = ("none", "cfg", "dog")  # the default comparison
 
@@ -50,7 +51,7 @@ def _dataset_name(entry: str | OwnDataset) -> str:
 
 
 class Evaluation(EvaluationSettings):
-    select_by: str = "fid"
+    select_by: str = Field("fid", json_schema_extra=identity(HOW))  # picks a set; no set's scores depend on it
     """the runs.csv column that picks each method's best w on the selection seeds; one the metrics produce"""
 
     @model_validator(mode="after")
@@ -137,12 +138,16 @@ class Weights(Settings):
     """dinov2_vitl14_pretrain.pth (default: the torch hub checkpoints folder)"""
 
 
-class Launch(Settings):
+class Launch(StrategySettings):
     """How the fine-tune uses the processes it runs in. One process trains on one device; to train on N GPUs run
     the experiment under torchrun (README, multi-GPU): every process then joins."""
 
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
-    """Lightning strategy across processes: ddp, or fsdp (shards the model and its EMA)"""
+    @model_validator(mode="after")
+    def _joins(self):
+        if self.strategy == "ddp_spawn":
+            raise ValueError("launch.strategy=ddp_spawn starts processes of its own; an experiment's fine-tune joins "
+                             "the processes it runs in: use ddp and run the experiment under torchrun")
+        return self
 
 
 class Tracking(Settings):
@@ -195,8 +200,7 @@ class Experiment(Settings):
     """where registered datasets live (relative: to the experiment file); null = $DOGBENCH_DATA, else ./data, else
     ../shared/data of the working directory"""
     source: SourceSettings = SourceSettings()
-    autoencoder: str = "sd-vae-ft-ema"
-    """image <-> latent map: sd-vae-ft-ema, sd-vae-ft-mse, identity (pixel space), or a local diffusers folder"""
+    autoencoder: Autoencoder = DEFAULT_VAE
     finetune: TrainSettings = TrainSettings()
     methods: Annotated[MethodList, non_empty("methods=[none, cfg, dog]")] = list(METHODS)
     """guidance methods compared: registry names (none, cfg, dog, cfg+dog, autoguidance), module:attribute, or
@@ -265,14 +269,14 @@ class Experiment(Settings):
                 and not re.search(r"[/\\]", self.autoencoder):
             raise ValueError(f"autoencoder={self.autoencoder!r} is unknown{did_you_mean(self.autoencoder, AUTOENCODER_NAMES)}"
                              f" (use {', '.join(AUTOENCODER_NAMES)}, or a diffusers AutoencoderKL folder)")
+        if self.source.image_size is None:
+            raise ValueError("source.image_size is null; an experiment needs the image side in pixels, e.g. "
+                             "source.image_size=256")
         if self.autoencoder != "identity" and self.source.image_size % 8:
             raise ValueError(f"source.image_size={self.source.image_size} is not a multiple of 8, which the VAE "
                              f"needs; use e.g. 256, or autoencoder=identity for pixel space")
         check_entries(self.method_entries(), self.finetune.steps)
         for entry in self.method_entries():
-            if self.sampling.guidance_interval is not None and INTERVAL in entry.params:
-                raise ValueError(f"method {entry.key}: give the guidance interval once, in sampling.guidance_interval "
-                                 f"or in its params")
             grid_points(entry, self.w_values(), self.sampling.guidance_interval)  # every point validated now
         shared = sorted(set(self.selection.seeds) & set(self.report.seeds))
         if shared:
@@ -350,6 +354,10 @@ class Experiment(Settings):
     def grid(self, label: str) -> list[MethodSpec]:
         """The specs a method is selected from."""
         return grid_points(self.entry(label), self.w_values(), self.sampling.guidance_interval)
+
+    def method_spec(self, label: str, values: dict) -> MethodSpec:
+        """Method ``label`` at ``values`` (a fixed w, a sweep trial), folded like its grid points."""
+        return self.entry(label).spec(values, self.sampling.guidance_interval)
 
     def unguided_methods(self) -> set[str]:
         """The methods whose grid holds the unguided point: they share the ``none`` sample set there."""

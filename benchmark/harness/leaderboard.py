@@ -5,7 +5,10 @@ Rows, per dataset: ``none`` (fine-tune only), each method at the parameters chos
 ``best w``), each method with a scale w at each ``report.fixed_w`` (rule ``w=1.5``), then the controls: ``real`` (as
 many real target images as a sample set, scored like one: the floor a generator could reach at this sample count)
 and ``seed noise`` (fine-tune only under two seeds, compared like two methods: the smallest difference the benchmark
-resolves at this size). Then ``average`` rows over the datasets that have every row.
+resolves at this size). Then ``average`` rows over the datasets that have every row (each metric averaged over
+them, and compared as such), and ``paper summary`` rows: the paper's headline, each method's relative improvement per
+dataset averaged over those datasets, with a bootstrap interval over datasets and samples (the datasets are drawn
+with replacement in each resample as well as the sample indices within each).
 
 Numbers: a metric is the mean over report seeds of its value on each seed's sample set. Intervals come from one
 bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
@@ -21,27 +24,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from benchmark.guidance import INTERVAL, MethodSpec, resolve_method
+from benchmark.guidance import MethodSpec, resolve_method
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import UNGUIDED, has_scale_w, params_text, spec_w
 from benchmark.harness.runs import runs_frame, write_csv
 from benchmark.harness.selection import chosen, select_best
-from benchmark.io import read_json
-from benchmark.metrics.evaluate import load_sample_features
-from benchmark.metrics.intervals import FrechetResampler, PRDCResampler, bootstrap_many, reference_root
-from benchmark.metrics.reference import load_reference
-from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS, PRDC_KEYS
+from benchmark.metrics.intervals import bootstrap_many
+from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS
+from benchmark.metrics.scores import ScoredSet
 
 AVERAGE = "average"
+SUMMARY = "paper summary"
 BASELINES = ("cfg", "none")
 BEST = "best w"
 CONTROL = "control"
+SEED_NOISE = "seed noise"
+REAL = "real"
+
+# A number of the table: (dataset, method, rule, column, statistic), statistic one of VALUE, NOISE_DIFF,
+# ("diff", baseline), ("improvement", baseline)
+VALUE, NOISE_DIFF = "value", "diff"
+Key = tuple
+Scores = Callable[[Mapping], ScoredSet]  # a runs.csv row -> its scored sample set
 
 
 @dataclass
@@ -53,7 +62,11 @@ class Row:
     rule: str
     w: float
     params: str = ""
-    sets: list = field(default_factory=list)  # one runs.csv row (a pandas Series) per report seed, in seed order
+    sets: list = field(default_factory=list)  # (seed, runs.csv row) per report seed, in seed order
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.dataset, self.method, self.rule)
 
 
 def fixed_rule(w: float) -> str:
@@ -65,7 +78,8 @@ UNGUIDED_SPEC = resolve_method("none")
 
 def report_plan(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[str, str, MethodSpec]]:
     """(method label, rule, spec) of the leaderboard rows of ``dataset``, from each method's selected parameters
-    ``chosen[(dataset, label)] = (w, params)``."""
+    ``chosen[(dataset, label)] = (w, params)``; a fixed-w row is the method's own spec at that w (its interval,
+    APG numbers and other parameters kept)."""
     plan = [(UNGUIDED, "baseline", UNGUIDED_SPEC)]
     for entry in (e for e in exp.method_entries() if e.key != UNGUIDED):
         if (dataset, entry.key) in chosen:
@@ -75,8 +89,7 @@ def report_plan(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[str, 
             if point is not None:
                 plan.append((entry.key, BEST, point))
         if has_scale_w(entry):
-            base = {**entry.params, INTERVAL: exp.sampling.guidance_interval} if entry.method().guides else entry.params
-            plan += [(entry.key, fixed_rule(w), resolve_method(entry.name, {**base, "w": w})) for w in exp.report.fixed_w]
+            plan += [(entry.key, fixed_rule(w), exp.method_spec(entry.key, {"w": w})) for w in exp.report.fixed_w]
     return plan
 
 
@@ -87,209 +100,163 @@ def noise_seeds(exp: Experiment) -> tuple[int, int]:
     return (seeds[0], seeds[1]) if len(seeds) > 1 else (seeds[0], max(seeds + exp.selection.seeds) + 1)
 
 
-class _Sets:
-    """Features and reference statistics of the report sample sets, loaded once, as resamplers."""
-
-    def __init__(self, results_dir: Path, cache_root: Path):
-        self.results_dir, self.cache_root = results_dir, cache_root
-        self._frechet, self._prdc, self._reference, self._roots, self._radii = {}, {}, {}, {}, {}
-
-    def _result(self, run) -> dict:
-        folder = self.results_dir / str(run["sample_dir"])
-        n = int(run["num_samples"])
-        found = [r["metrics"] for p in sorted(folder.glob("metrics-*.json")) if (r := read_json(p))
-                 and r.get("key", {}).get("num_samples") == n]
-        if not found:
-            raise FileNotFoundError(f"no metrics of {n} images in {folder}; rerun `dogbench run` to evaluate it")
-        return found[-1] | {"folder": folder}
-
-    def reference(self, run, space: str):
-        result = self._result(run)
-        path = self.cache_root / "reference" / result["reference"][space]
-        if path not in self._reference:
-            self._reference[path] = load_reference(path)
-            self._roots[path] = reference_root(self._reference[path].sigma)
-        return self._reference[path], self._roots[path], path
-
-    def frechet(self, run, space: str) -> FrechetResampler:
-        key = (str(run["sample_dir"]), int(run["num_samples"]), space)
-        if key not in self._frechet:
-            result = self._result(run)
-            ref, root, _ = self.reference(run, space)
-            features = load_sample_features(result["folder"] / result["features"][space])
-            self._frechet[key] = FrechetResampler(features, ref.mu, ref.sigma, ref_root=root)
-        return self._frechet[key]
-
-    def prdc(self, run, space: str) -> PRDCResampler:
-        key = (str(run["sample_dir"]), int(run["num_samples"]), space)
-        if key not in self._prdc:
-            result = self._result(run)
-            ref, _, path = self.reference(run, space)
-            fake = load_sample_features(result["folder"] / result["features"][space])
-            # the real k-NN radii depend on the reference alone: computed once per reference
-            self._prdc[key] = PRDCResampler(ref.prdc_features, fake, real_radii=self._radii.get(path))
-            self._radii[path] = self._prdc[key].real_radii
-        return self._prdc[key]
+def _find(frame: pd.DataFrame, dataset: str, method: str, w: float, params: str, seed: int):
+    same_w = frame["w"].isna() if math.isnan(w) else frame["w"] == round(w, 4)
+    hit = frame[(frame["dataset"] == dataset) & (frame["method"] == method) & same_w
+                & (frame["params"] == params) & (frame["seed"] == seed)]
+    return hit.iloc[0] if len(hit) else None
 
 
-def _metric_values(sets: _Sets, run, metrics: list[str], index) -> dict[str, float]:
-    """Every metric column of one sample set (resampled by ``index``)."""
-    out = {}
-    for name in metrics:
-        metric = METRICS[name]
-        if metric.kind == "fd":
-            out[name] = sets.frechet(run, metric.space)(index)
-        else:
-            values = sets.prdc(run, metric.space)(index)
-            out.update(zip(metric.columns, (values[k] for k in PRDC_KEYS)))
-    return out
-
-
-def _seed_mean(sets: _Sets, row: Row, metrics: list[str], groups: dict, indices) -> dict[str, float]:
-    values = [_metric_values(sets, run, metrics, None if indices is None else indices[groups[(row.dataset, seed)]])
-              for seed, run in row.sets]
-    return {c: float(np.mean([v[c] for v in values])) for c in values[0]}
-
-
-def _relative(baseline: float, value: float) -> float:
-    return (baseline - value) / baseline * 100.0 if baseline else math.nan
-
-
-def build_leaderboard(exp: Experiment, runs: pd.DataFrame, results_dir: Path, cache_root: Path) -> pd.DataFrame:
-    """The leaderboard table from the current runs rows (see the module docstring)."""
-    metrics = list(exp.evaluation.metrics)
-    runs = runs_frame(runs)
-    selection = runs[runs["phase"] == "selection"]
-    report = runs[runs["phase"] == "report"]
-    control = runs[runs["phase"] == "control"]
-    if not len(report):
-        return pd.DataFrame()
-    shared = exp.unguided_methods()
-    choice = chosen(selection, exp.evaluation.select_by, shared)
-    selection_best = select_best(selection, exp.evaluation.select_by, shared)
-
-    def find(frame, dataset, method, w, params, seed):
-        same_w = frame["w"].isna() if math.isnan(w) else frame["w"] == round(w, 4)
-        hit = frame[(frame["dataset"] == dataset) & (frame["method"] == method) & same_w
-                    & (frame["params"] == params) & (frame["seed"] == seed)]
-        return hit.iloc[0] if len(hit) else None
-
+def _plan_rows(exp: Experiment, report: pd.DataFrame, control: pd.DataFrame, choice: dict) -> list[Row]:
+    """Every row with all its report sets: the planned rows of each dataset, then its controls."""
     rows: list[Row] = []
     for dataset in exp.dataset_names():
         for method, rule, spec in report_plan(exp, dataset, choice):
             sample_method = method if spec.guided else UNGUIDED  # an unguided point is the fine-tune-only set
             row = Row(dataset, method, rule, spec_w(spec), params_text(spec))
             for seed in exp.report.seeds:
-                run = find(report, dataset, sample_method, row.w, row.params, seed)
+                run = _find(report, dataset, sample_method, row.w, row.params, seed)
                 if run is not None:
                     row.sets.append((seed, run))
             if len(row.sets) == len(exp.report.seeds):
                 rows.append(row)
         if exp.report.controls:
-            real = control[(control["dataset"] == dataset) & (control["method"] == "real")]
+            real = control[(control["dataset"] == dataset) & (control["method"] == REAL)]
             if len(real):
-                rows.append(Row(dataset, "real", CONTROL, math.nan, "", [(exp.report.seeds[0], real.iloc[0])]))
+                rows.append(Row(dataset, REAL, CONTROL, math.nan, "", [(exp.report.seeds[0], real.iloc[0])]))
             a, b = noise_seeds(exp)
-            first = find(report, dataset, UNGUIDED, 1.0, "", a)
-            second = find(pd.concat([report, control]), dataset, UNGUIDED, 1.0, "", b)
+            first = _find(report, dataset, UNGUIDED, 1.0, "", a)
+            second = _find(pd.concat([report, control]), dataset, UNGUIDED, 1.0, "", b)
             if first is not None and second is not None:
-                rows.append(Row(dataset, UNGUIDED, "seed noise", 1.0, "", [(a, first), (a, second)]))
-    if not rows:
-        return pd.DataFrame()
+                rows.append(Row(dataset, UNGUIDED, SEED_NOISE, 1.0, "", [(a, first), (a, second)]))
+    return rows
 
-    # one bootstrap group per (dataset, report seed) and for the real images of each dataset
-    groups, sizes = {}, []
-    for row in rows:
-        for seed, run in row.sets:
-            key = (row.dataset, seed) if row.method != "real" else (row.dataset, "real")
-            if key not in groups:
-                groups[key] = len(sizes)
-                sizes.append(int(run["num_samples"]))
-    sets = _Sets(results_dir, cache_root)
-    frechet = [m for m in COLUMN_ORDER if m in metrics and COLUMNS[m].frechet]
-    complete = [d for d in exp.dataset_names() if {(r.method, r.rule) for r in rows if r.dataset == d}
-                == {(r.method, r.rule) for r in rows if r.dataset == exp.dataset_names()[0]}]
 
-    def statistic(indices) -> dict[str, float]:
-        out: dict[str, float] = {}
-        per_row = {}
+def _group(row: Row, seed) -> tuple:
+    """The bootstrap group of a row's set: one per (dataset, report seed), and one for each dataset's real images."""
+    return (row.dataset, REAL) if row.method == REAL else (row.dataset, seed)
+
+
+def _relative(baseline: float, value: float) -> float:
+    return (baseline - value) / baseline * 100.0 if baseline else math.nan
+
+
+class _Statistic:
+    """Every number of the table as a function of one bootstrap draw (None: all samples), keyed by ``Key``."""
+
+    def __init__(self, exp: Experiment, rows: list[Row], scores: Scores, complete: list[str]):
+        self.metrics, self.rows, self.complete = list(exp.evaluation.metrics), rows, complete
+        # the summaries' draws of datasets: a generator of their own, so the sample-index draws (and with them every
+        # other interval) are what they are without the summaries
+        self.datasets = np.random.default_rng(0)
+        self.frechet = [m for m in COLUMN_ORDER if m in self.metrics and COLUMNS[m].frechet]
+        self.groups: dict[tuple, int] = {}
+        self.sizes: list[int] = []
         for row in rows:
-            if row.rule == "seed noise":
+            for seed, run in row.sets:
+                if _group(row, seed) not in self.groups:
+                    self.groups[_group(row, seed)] = len(self.sizes)
+                    self.sizes.append(int(run["num_samples"]))
+        self.scored = {id(run): scores(run) for row in rows for _, run in row.sets}
+
+    def _values(self, row: Row, seed, run, indices) -> dict[str, float]:
+        index = None if indices is None else indices[self.groups[_group(row, seed)]]
+        return self.scored[id(run)](self.metrics, index)
+
+    def __call__(self, indices) -> dict[Key, float]:
+        out: dict[Key, float] = {}
+        per_row: dict[tuple, dict[str, float]] = {}
+        for row in self.rows:
+            if row.rule == SEED_NOISE:  # the second set is paired with the first (same draw)
                 (a, first), (_, second) = row.sets
-                index = None if indices is None else indices[groups[(row.dataset, a)]]
-                va, vb = (_metric_values(sets, run, metrics, index) for run in (first, second))
-                for c in va:
-                    out[f"{row.dataset}|none|seed noise|{c}"] = va[c]
-                    out[f"{row.dataset}|none|seed noise|{c}|diff"] = vb[c] - va[c]
+                va, vb = self._values(row, a, first, indices), self._values(row, a, second, indices)
+                out.update({(*row.key, c, VALUE): va[c] for c in va})
+                out.update({(*row.key, c, NOISE_DIFF): vb[c] - va[c] for c in va})
                 continue
-            if row.method == "real":
-                index = None if indices is None else indices[groups[(row.dataset, "real")]]
-                values = _metric_values(sets, row.sets[0][1], metrics, index)
-            else:
-                values = _seed_mean(sets, row, metrics, groups, indices)
-            per_row[(row.dataset, row.method, row.rule)] = values
-            out.update({f"{row.dataset}|{row.method}|{row.rule}|{c}": v for c, v in values.items()})
-        averages = {}
+            values = [self._values(row, seed, run, indices) for seed, run in row.sets]
+            per_row[row.key] = {c: float(np.mean([v[c] for v in values])) for c in values[0]}
+        per_row.update(self._averages(per_row))
+        for key, values in per_row.items():
+            out.update({(*key, c, VALUE): v for c, v in values.items()})
+        out.update(self._comparisons(per_row))
+        out.update(self._summaries(out, indices))
+        return out
+
+    def _summaries(self, out: dict, indices) -> dict[Key, float]:
+        """The paper's headline: each row's relative improvement per dataset, averaged over the datasets that have
+        every row (drawn with replacement in a bootstrap resample)."""
+        if len(self.complete) < 2:
+            return {}
+        drawn = self.complete if indices is None else \
+            [self.complete[i] for i in self.datasets.integers(0, len(self.complete), len(self.complete))]
+        summaries = {}
+        for (dataset, method, rule, c, statistic) in out:
+            if dataset == self.complete[0] and isinstance(statistic, tuple) and statistic[0] == "improvement":
+                per_dataset = [out[(d, method, rule, c, statistic)] for d in drawn]
+                summaries[(SUMMARY, method, rule, c, statistic)] = float(np.mean(per_dataset))
+        return summaries
+
+    def _averages(self, per_row: dict) -> dict[tuple, dict[str, float]]:
+        """Each (method, rule) averaged over the datasets that have every row."""
+        grouped: dict[tuple, list] = {}
         for (dataset, method, rule), values in per_row.items():
-            if dataset in complete and method != "real":
-                averages.setdefault((method, rule), []).append(values)
-        for (method, rule), value_list in averages.items():
-            mean = {c: float(np.mean([v[c] for v in value_list])) for c in value_list[0]}
-            per_row[(AVERAGE, method, rule)] = mean
-            out.update({f"{AVERAGE}|{method}|{rule}|{c}": v for c, v in mean.items()})
+            if dataset in self.complete and method != REAL:
+                grouped.setdefault((method, rule), []).append(values)
+        return {(AVERAGE, method, rule): {c: float(np.mean([v[c] for v in values])) for c in values[0]}
+                for (method, rule), values in grouped.items()}
+
+    def _comparisons(self, per_row: dict) -> dict[Key, float]:
+        """Each guided row against CFG under the same rule and against fine-tune only (CFG: only against fine-tune
+        only): the difference and the paper's relative improvement, per Frechet distance."""
+        out: dict[Key, float] = {}
         for (dataset, method, rule), values in per_row.items():
-            if method in (UNGUIDED, "real"):
+            if method in (UNGUIDED, REAL):
                 continue
-            for baseline in BASELINES:
-                if baseline == method:  # CFG is compared with fine-tune only: does guidance help at all
-                    continue
+            for baseline in (b for b in BASELINES if b != method):
                 base = per_row.get((dataset, baseline, rule if baseline == "cfg" else "baseline"))
                 if base is None:
                     continue
-                for c in frechet:
-                    out[f"{dataset}|{method}|{rule}|{c}|diff_vs_{baseline}"] = values[c] - base[c]
-                    out[f"{dataset}|{method}|{rule}|{c}|improvement_vs_{baseline}_pct"] = _relative(base[c], values[c])
+                for c in self.frechet:
+                    out[(dataset, method, rule, c, ("diff", baseline))] = values[c] - base[c]
+                    out[(dataset, method, rule, c, ("improvement", baseline))] = _relative(base[c], values[c])
         return out
 
-    intervals = bootstrap_many(statistic, sizes, exp.report.bootstrap, seed=0, level=exp.report.level)
-    return _table(exp, rows, intervals, selection_best, complete)
+
+def build_leaderboard(exp: Experiment, runs: pd.DataFrame, scores: Scores) -> pd.DataFrame:
+    """The leaderboard table from the current runs rows (see the module docstring); ``scores`` gives the scored
+    sample set of a runs row (``benchmark.harness.stages.scored_sets``: the features its evaluation cached)."""
+    runs = runs_frame(runs)
+    selection = runs[runs["phase"] == "selection"]
+    report = runs[runs["phase"] == "report"]
+    if not len(report):
+        return pd.DataFrame()
+    shared = exp.unguided_methods()
+    rows = _plan_rows(exp, report, runs[runs["phase"] == "control"],
+                      chosen(selection, exp.evaluation.select_by, shared))
+    if not rows:
+        return pd.DataFrame()
+    first = {(r.method, r.rule) for r in rows if r.dataset == exp.dataset_names()[0]}
+    complete = [d for d in exp.dataset_names() if {(r.method, r.rule) for r in rows if r.dataset == d} == first]
+    statistic = _Statistic(exp, rows, scores, complete)
+    intervals = bootstrap_many(statistic, statistic.sizes, exp.report.bootstrap, seed=0, level=exp.report.level)
+    return _table(exp, rows, intervals, select_best(selection, exp.evaluation.select_by, shared), complete)
 
 
-def _table(exp, rows, intervals, selection_best, complete) -> pd.DataFrame:
+def _table(exp, rows: list[Row], intervals: dict, selection_best: pd.DataFrame, complete: list[str]) -> pd.DataFrame:
     columns = [c for c in COLUMN_ORDER if any(c in METRICS[m].columns for m in exp.evaluation.metrics)]
+    n_samples = {row.key: int(row.sets[0][1]["num_samples"]) for row in rows}
+    keys = [(r.dataset, r.method, r.rule, r.w, r.params, len(r.sets), n_samples[r.key]) for r in rows]
+    if len(complete) > 1:
+        for name in (AVERAGE, SUMMARY):
+            keys += [(name, r.method, r.rule, math.nan, "", len(r.sets), n_samples[r.key]) for r in rows
+                     if r.dataset == complete[0] and r.method != REAL and r.rule != SEED_NOISE
+                     and (name == AVERAGE or r.method != UNGUIDED)]
     records = []
-    keys = [(r.dataset, r.method, r.rule, r.w, r.params, len(r.sets), int(r.sets[0][1]["num_samples"])) for r in rows]
-    average_rows = [(AVERAGE, r.method, r.rule, math.nan, "", len(r.sets), int(r.sets[0][1]["num_samples"]))
-                    for r in rows if r.dataset == complete[0] and r.method != "real" and r.rule != "seed noise"] \
-        if len(complete) > 1 else []
-    for dataset, method, rule, w, params, n_seeds, n in keys + average_rows:
+    for dataset, method, rule, w, params, n_seeds, n in keys:
         record = {"dataset": dataset, "method": method, "rule": rule, "w": w, "params": params, "n_seeds": n_seeds,
-                  "n_samples": n, "n_datasets": len(complete) if dataset == AVERAGE else None}
-        prefix = f"{dataset}|{method}|{rule}"
+                  "n_samples": n, "n_datasets": len(complete) if dataset in (AVERAGE, SUMMARY) else None}
         for c in columns:
-            interval = intervals.get(f"{prefix}|{c}")
-            if interval is None:
-                continue
-            record.update({c: interval.value, f"{c}_low": interval.low, f"{c}_high": interval.high})
-            if rule == "seed noise":
-                diff = intervals[f"{prefix}|{c}|diff"]
-                record.update({f"{c}_diff": diff.value, f"{c}_diff_low": diff.low, f"{c}_diff_high": diff.high})
-            if rule == BEST and dataset != AVERAGE:
-                picked = selection_best[(selection_best["dataset"] == dataset) & (selection_best["method"] == method)]
-                if len(picked) and c in picked.columns:
-                    record[f"{c}_selection"] = float(picked.iloc[0][c])
-                    record[f"{c}_gap"] = interval.value - record[f"{c}_selection"]
-            for baseline in BASELINES:
-                diff = intervals.get(f"{prefix}|{c}|diff_vs_{baseline}")
-                if diff is None:
-                    continue
-                rel = intervals[f"{prefix}|{c}|improvement_vs_{baseline}_pct"]
-                record.update({f"{c}_diff_vs_{baseline}": diff.value, f"{c}_diff_vs_{baseline}_low": diff.low,
-                               f"{c}_diff_vs_{baseline}_high": diff.high,
-                               f"{c}_improvement_vs_{baseline}_pct": rel.value,
-                               f"{c}_improvement_vs_{baseline}_pct_low": rel.low,
-                               f"{c}_improvement_vs_{baseline}_pct_high": rel.high,
-                               f"{c}_significant_vs_{baseline}": diff.excludes_zero})
+            record.update(_cells(intervals, (dataset, method, rule), c, selection_best))
         records.append(record)
     board = pd.DataFrame(records)
     for count in ("n_seeds", "n_samples", "n_datasets"):
@@ -297,68 +264,49 @@ def _table(exp, rows, intervals, selection_best, complete) -> pd.DataFrame:
     return board
 
 
+def _interval_cells(name: str, interval) -> dict:
+    return {name: interval.value, f"{name}_low": interval.low, f"{name}_high": interval.high}
+
+
+def _cells(intervals: dict, row: tuple, c: str, selection_best: pd.DataFrame) -> dict:
+    """The cells of column ``c`` in the row ``(dataset, method, rule)``: its value and interval, the seed-noise
+    difference, the selection score and gap, the differences against each baseline."""
+    dataset, method, rule = row
+    if dataset == SUMMARY:
+        return _summary_cells(intervals, row, c)
+    value = intervals.get((*row, c, VALUE))
+    if value is None:
+        return {}
+    record = _interval_cells(c, value)
+    if rule == SEED_NOISE:
+        record.update(_interval_cells(f"{c}_diff", intervals[(*row, c, NOISE_DIFF)]))
+    if rule == BEST and dataset != AVERAGE:
+        picked = selection_best[(selection_best["dataset"] == dataset) & (selection_best["method"] == method)]
+        if len(picked) and c in picked.columns:
+            record[f"{c}_selection"] = float(picked.iloc[0][c])
+            record[f"{c}_gap"] = value.value - record[f"{c}_selection"]
+    for baseline in BASELINES:
+        diff = intervals.get((*row, c, ("diff", baseline)))
+        if diff is None:
+            continue
+        record.update(_interval_cells(f"{c}_diff_vs_{baseline}", diff))
+        record.update(_interval_cells(f"{c}_improvement_vs_{baseline}_pct",
+                                      intervals[(*row, c, ("improvement", baseline))]))
+        record[f"{c}_significant_vs_{baseline}"] = diff.excludes_zero
+    return record
+
+
+def _summary_cells(intervals: dict, row: tuple, c: str) -> dict:
+    """A summary row's cells: the mean over datasets of each relative improvement, marked significant when its
+    interval (over datasets and samples) excludes 0."""
+    record = {}
+    for baseline in BASELINES:
+        gain = intervals.get((*row, c, ("improvement", baseline)))
+        if gain is not None:
+            record.update(_interval_cells(f"{c}_improvement_vs_{baseline}_pct", gain))
+            record[f"{c}_significant_vs_{baseline}"] = gain.excludes_zero
+    return record
+
+
 def write_leaderboard(board: pd.DataFrame, path) -> None:
     write_csv(board, path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Printing
-
-
-def _cell(column: str, row, suffix: str = "") -> str:
-    value = row.get(f"{column}{suffix}")
-    if value is None or not np.isfinite(value):
-        return ""
-    digits = COLUMNS[column].digits
-    low, high = row.get(f"{column}{suffix}_low"), row.get(f"{column}{suffix}_high")
-    text = f"{value:.{digits}f}"
-    if low is not None and np.isfinite(low):
-        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
-    return text
-
-
-def _gain(row, column: str, baseline: str) -> str:
-    value = row.get(f"{column}_improvement_vs_{baseline}_pct")
-    if value is None or not np.isfinite(value):
-        return ""
-    low, high = row[f"{column}_improvement_vs_{baseline}_pct_low"], row[f"{column}_improvement_vs_{baseline}_pct_high"]
-    mark = " *" if row.get(f"{column}_significant_vs_{baseline}") is True else ""
-    return f"{value:+.1f}% [{low:+.1f}, {high:+.1f}]{mark}"
-
-
-def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
-    """A pipe table: each row's value [interval] per metric, each method's relative improvement over CFG and over
-    fine-tune only [interval] (* = the paired difference's interval excludes 0), and for best-w rows the selection
-    score."""
-    if metrics is None:
-        metrics = [c for c in COLUMN_ORDER if c in board.columns]
-    frechet = [m for m in metrics if COLUMNS[m].frechet]
-    header = ["dataset", "method", "rule", "w"] + list(metrics) + \
-        [f"vs {b} ({m})" for m in frechet for b in BASELINES] + [f"{m} on selection seeds" for m in frechet[:1]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
-    for _, row in board.iterrows():
-        w, params = row.get("w"), row.get("params")
-        setting = " ".join(x for x in ("" if w is None or not np.isfinite(w) else f"{w:g}",
-                                       params if isinstance(params, str) else "") if x)
-        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]), setting]
-        if row["rule"] == "seed noise":
-            cells += [f"diff {_cell(m, row, '_diff')}" for m in metrics]
-        else:
-            cells += [_cell(m, row) for m in metrics]
-        cells += [_gain(row, m, b) for m in frechet for b in BASELINES]
-        cells += [_cell(m, row, "_selection") for m in frechet[:1]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def describe(exp: Experiment, board: pd.DataFrame) -> str:
-    """The header sentence of leaderboard.md: how w was chosen and what the numbers are."""
-    n_sel = exp.selection_num_samples()
-    level = f"{exp.report.level:.0%}"
-    return (f"Each method's parameters chosen by the best mean {exp.evaluation.select_by} on selection seeds "
-            f"{exp.selection.seeds} ({n_sel} images each; w in {exp.w_values()} unless a method lists its own grid); "
-            f"every number is from fresh samples "
-            f"on report seeds {exp.report.seeds} ({exp.sampling.num_samples} images each): the mean over report "
-            f"seeds with its {level} bootstrap interval ({exp.report.bootstrap} resamples of sample indices, "
-            f"reference statistics fixed). Differences are paired (same noise and labels per index); * marks "
-            f"a difference whose {level} interval excludes 0. Fixed-w rows: {exp.report.fixed_w or 'none'}.")

@@ -17,6 +17,7 @@ from benchmark.errors import ConfigError, did_you_mean
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.storage import check_storage_url
 from benchmark.io import REPO_ROOT
+from benchmark.models import DEFAULT_VAE
 
 
 def experiment_dirs() -> list[Path]:
@@ -147,7 +148,7 @@ def experiment_from_dict(data: dict, path: Optional[Path] = None, check_storage:
     spec = experiment.autoencoder_spec()
     if spec != experiment.autoencoder and not Path(spec).is_dir():
         raise ConfigError(f"autoencoder={experiment.autoencoder!r} is not a folder ({spec} does not exist); give a "
-                          f"diffusers AutoencoderKL folder (relative to the experiment file) or sd-vae-ft-ema")
+                          f"diffusers AutoencoderKL folder (relative to the experiment file) or {DEFAULT_VAE}")
     if check_storage and experiment.sweep.storage:
         check_storage_url(experiment.sweep.storage)
     return experiment

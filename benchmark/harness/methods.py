@@ -25,7 +25,8 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import AfterValidator, Discriminator, Tag, field_validator, model_validator
 
 from benchmark.errors import ConfigError
-from benchmark.guidance import FINETUNED, INTERVAL, PRETRAINED, MethodSpec, lookup_method, resolve_method
+from benchmark.guidance import FINETUNED, PRETRAINED, MethodSpec, lookup_method
+from benchmark.sampling.point import method_spec
 from benchmark.settings import Count, Settings, non_empty
 
 UNGUIDED = "none"
@@ -73,6 +74,11 @@ class MethodEntry(Settings):
     def method(self):
         return lookup_method(self.name)[0]
 
+    def spec(self, values: Optional[dict] = None, interval: Optional[list] = None) -> MethodSpec:
+        """The resolved spec of this entry at ``values`` (a grid point, a fixed w, a sweep trial) under the
+        experiment's guidance ``interval``: its own ``params`` are kept (its own interval among them)."""
+        return method_spec(self.name, self.params, values, interval)
+
 
 # validated in the form the user wrote (as the experiment's datasets), so an error names the problem of that form
 MethodList = list[Annotated[Union[Annotated[str, AfterValidator(MethodEntry._known), Tag("[name]")],
@@ -93,13 +99,10 @@ def grid_points(entry: MethodEntry, w_values: list[float], interval: Optional[li
     grid = dict(entry.grid)
     if not grid and has_scale_w(entry) and "w" not in entry.params:
         grid = {"w": w_values}
-    base = dict(entry.params)
-    if entry.method().guides and INTERVAL not in base:
-        base[INTERVAL] = interval
     names = list(grid)
     points = []
     for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
-        spec = resolve_method(entry.name, {**base, **dict(zip(names, values))})
+        spec = entry.spec(dict(zip(names, values)), interval)
         if spec not in points:
             points.append(spec)
     return points

@@ -21,8 +21,8 @@ from benchmark.guidance import PRETRAINED
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
-from benchmark.harness.leaderboard import (UNGUIDED_SPEC, build_leaderboard, describe, noise_seeds, report_plan,
-                                           to_markdown, write_leaderboard)
+from benchmark.harness.leaderboard import UNGUIDED_SPEC, build_leaderboard, noise_seeds, report_plan, write_leaderboard
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
@@ -30,8 +30,8 @@ from benchmark.harness.sources import check_recorded_sources
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
 from benchmark.claims import share
-from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, stage_evaluate, stage_finetune,
-                                      stage_latents, stage_prepare, stage_real_control, stage_sample)
+from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, scored_sets, stage_evaluate,
+                                      stage_finetune, stage_latents, stage_prepare, stage_real_control, stage_sample)
 from benchmark.metrics.evaluate import real_control_split
 from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.data import locate_dataset
@@ -228,7 +228,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
         return None
     log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
         f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
-    board = build_leaderboard(exp, runs, results_dir, results_dir.parent / "cache")
+    board = build_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = to_markdown(board) if len(board) else "(no report sample sets evaluated yet)"
     real = ("are part of" if real_control_split(exp.evaluation.ref_split) == exp.evaluation.ref_split

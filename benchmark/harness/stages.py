@@ -1,9 +1,9 @@
 """The benchmark's stages for one dataset: prepare -> latents -> finetune -> sample -> evaluate.
 
-Every stage's output carries a manifest keyed by the config that produced it (``Experiment.stage_config`` plus the
-hashes of its inputs). A rerun skips finished work, resumes unfinished work (fine-tuning from its last checkpoint,
-sampling from the missing images), and redoes work whose config changed (it lands in a new folder, named by the
-config's hash, so nothing finished is overwritten).
+Every stage's output carries a manifest keyed by the config that produced it (``benchmark.harness.identity``: the
+identities each layer declares, plus the hashes of its inputs). A rerun skips finished work, resumes unfinished work
+(fine-tuning from its last checkpoint, sampling from the missing images), and redoes work whose config changed (it
+lands in a new folder, named by the config's hash, so nothing finished is overwritten).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Mapping, Optional
 
 
 from benchmark.claims import claim
@@ -22,14 +22,15 @@ from benchmark.data.latents import build_latent_cache, cache_for
 from benchmark.guidance import FINETUNED, PRETRAINED
 from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import RunSpec, snapshot_steps
-from benchmark.harness.identity import stage_config
+from benchmark.harness.identity import evaluation_identity, stage_config
 from benchmark.harness.wandb_log import finetune_wandb_run
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.metrics.evaluate import real_control_images
+from benchmark.metrics.scores import References, ScoredSet
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
-from benchmark.training import LaunchSettings, finetune
+from benchmark.training import LaunchSettings, RunOutput, TrainingSet, finetune
 from benchmark.training.callbacks import ema_snapshot_path
 
 DONE = "done.json"
@@ -159,23 +160,15 @@ def _finetune(ctx: DatasetContext, out: Path) -> Path:
     launch = LaunchSettings(strategy=ctx.exp.launch.strategy, devices=local_world() if world > 1 else 1,
                             num_nodes=max(1, world // local_world()))
     ema = finetune(
-        source=ctx.exp.source_checkpoint(),
-        dataset=ctx.data,
-        out_dir=out,
+        ctx.exp.source.replaced(checkpoint=ctx.exp.source_checkpoint()),
+        TrainingSet(ctx.data, ctx.exp.data_dir(), ctx.cache_root / "latents"),
+        RunOutput(out, wandb=ctx.exp.tracking.wandb, progress=ctx.progress,
+                  wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir)),
         # the EMA snapshots the methods guide with (autoguidance) are kept while training
-        settings=ctx.exp.finetune.replaced(keep_ema_at=sorted(set(ctx.exp.finetune.keep_ema_at)
-                                                              | set(snapshot_steps(ctx.exp.method_entries())))),
-        source_model=ctx.exp.source.model,
-        source_num_classes=ctx.exp.source.num_classes,
-        image_size=ctx.exp.source.image_size,
-        autoencoder=ctx.exp.autoencoder_spec(),
-        data_root=ctx.exp.data_dir(),
-        latent_cache_dir=ctx.cache_root / "latents",
-        wandb=ctx.exp.tracking.wandb,
-        wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir),
-        launch=launch,
-        progress=ctx.progress,
-        sanity_check=ctx.exp.source.sanity_check,
+        ctx.exp.finetune.replaced(keep_ema_at=sorted(set(ctx.exp.finetune.keep_ema_at)
+                                                     | set(snapshot_steps(ctx.exp.method_entries())))),
+        launch,
+        ctx.exp.autoencoder_spec(),
     )
     barrier()  # rank 0 has written the export before anyone records or reads it
     with main_writes() as mine:
@@ -242,12 +235,17 @@ def stage_sample(ctx: DatasetContext, spec: RunSpec, num_samples: Optional[int] 
     return folder
 
 
+def _metrics_key(exp: Experiment, identity: dict, n: int) -> dict:
+    """The metric cache's key: the scored images (the sample folder's identity, or the real control's) and the
+    evaluation of ``n`` of them."""
+    return {"evaluation": evaluation_identity(exp, n), "num_samples": n, "samples": identity}
+
+
 def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n: int, what: str) -> dict:
     """evaluate_samples on ``images``, its result cached in ``root`` by the evaluation config (and the sample
     features cached there too, so every interval is computed without the networks)."""
     e = ctx.exp.evaluation
-    key = {"evaluation": {"metrics": list(e.metrics), "ref_split": e.ref_split, "max_images": e.max_images(n)},
-           "num_samples": n, "samples": identity}
+    key = _metrics_key(ctx.exp, identity, n)
     path = root / f"metrics-{config_hash(key, 8)}.json"
     cached = read_json(path)
     if cached and cached.get("key") == key:
@@ -285,3 +283,23 @@ def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tupl
     root.mkdir(parents=True, exist_ok=True)
     with claimed(root, f"the real-data control of {ctx.dataset}"):
         return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)"), root
+
+
+def scored_sets(exp: Experiment, results_dir: Path, cache_root: Path) -> Callable[[Mapping], ScoredSet]:
+    """The scored sample set of a runs.csv row (its ``sample_dir`` and ``num_samples``), each loaded once: what its
+    evaluation under the experiment's evaluation settings cached beside the samples (features and the names of its
+    reference statistics in ``cache_root``)."""
+    references = References(cache_root / "reference")
+    loaded: dict[tuple, ScoredSet] = {}
+
+    def scored(row: Mapping) -> ScoredSet:
+        folder, n = results_dir / str(row["sample_dir"]), int(row["num_samples"])
+        if (folder, n) not in loaded:
+            evaluation = evaluation_identity(exp, n)
+            found = [r["metrics"] for p in sorted(folder.glob("metrics-*.json")) if (r := read_json(p))
+                     and r.get("key", {}).get("num_samples") == n and r["key"].get("evaluation") == evaluation]
+            if not found:
+                raise FileNotFoundError(f"no metrics of {n} images in {folder}; rerun `dogbench run` to evaluate it")
+            loaded[(folder, n)] = ScoredSet.from_result(found[-1], folder, references)
+        return loaded[(folder, n)]
+    return scored

@@ -30,17 +30,17 @@ import pandas as pd
 
 from benchmark.guidance import W_DECIMALS
 from benchmark.errors import ConfigError, did_you_mean
-from benchmark.guidance import INTERVAL, MethodSpec, resolve_method
 from benchmark.harness.experiment import Experiment
-from benchmark.harness.methods import MethodEntry, has_scale_w, run_spec
-from benchmark.harness.leaderboard import build_leaderboard, describe, to_markdown, write_leaderboard
+from benchmark.harness.methods import has_scale_w, run_spec
+from benchmark.harness.leaderboard import build_leaderboard, write_leaderboard
+from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.run import report_runs, run_row
 from benchmark.harness.runs import read_runs, update_runs
 from benchmark.harness.selection import chosen
 from benchmark.harness.storage import _mask_url
 from benchmark.harness.sources import check_recorded_sources
-from benchmark.harness.stages import (DatasetContext, log, stage_evaluate, stage_finetune, stage_prepare,
+from benchmark.harness.stages import (DatasetContext, log, scored_sets, stage_evaluate, stage_finetune, stage_prepare,
                                       stage_real_control, stage_sample)
 from benchmark.io import atomic_open, atomic_write_text, file_lock
 from benchmark.metrics.registry import columns_of, lower_is_better
@@ -168,7 +168,6 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
         raise ConfigError(f"--method {method!r} is not one of the experiment's methods{did_you_mean(method, labels)} "
                           f"({', '.join(labels)})")
     space = search_space(exp, method)
-    entry = exp.entry(method)
     columns = columns_of(exp.evaluation.metrics)
     if metric not in columns:
         raise ValueError(f"--metric {metric!r} is not produced by evaluation.metrics={exp.evaluation.metrics}; "
@@ -193,7 +192,7 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, e.g. to find a dead one
         values = {name: round(trial.suggest_float(name, lo, hi, step=W_STEP), W_DECIMALS)
                   for name, (lo, hi) in space.items()}
-        spec = run_spec(dataset, method, point(exp, entry, values), seed)
+        spec = run_spec(dataset, method, exp.method_spec(method, values), seed)
         folder = stage_sample(ctx, spec, low)
         value = stage_evaluate(ctx, spec, folder, low)["metrics"][metric]
         trial.report(value, low)
@@ -255,14 +254,6 @@ def settle_trials(study, objective, heartbeat_s: int) -> None:
             return
 
 
-def point(exp: Experiment, entry: MethodEntry, values: dict) -> MethodSpec:
-    """The spec of one trial: the method's fixed parameters, the experiment's interval, the trial's values."""
-    base = dict(entry.params)
-    if entry.method().guides and INTERVAL not in base:
-        base[INTERVAL] = exp.sampling.guidance_interval
-    return resolve_method(entry.name, {**base, **values})
-
-
 def grid_space(exp: Experiment, label: str) -> dict[str, list[float]]:
     """The grid sampler's space: the method's grid (w: the experiment's w_grid)."""
     entry = exp.entry(label)
@@ -303,7 +294,8 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
         result, root = stage_real_control(ctx, n, exp.report.seeds[0])
         rows.append(run_row(ctx, None, result, n, "control", root, seed=exp.report.seeds[0]))
     runs = update_runs(out / "runs.csv", rows)
-    board = build_leaderboard(study_exp, runs[runs["dataset"] == ctx.dataset], ctx.results_dir, ctx.cache_root)
+    board = build_leaderboard(study_exp, runs[runs["dataset"] == ctx.dataset],
+                              scored_sets(study_exp, ctx.results_dir, ctx.cache_root))
     write_leaderboard(board, out / "leaderboard.csv")
     markdown = to_markdown(board)
     atomic_write_text(out / "leaderboard.md", f"# study {study.study_name}\n\n{describe(study_exp, board)}\n\n"

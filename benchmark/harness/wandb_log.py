@@ -94,7 +94,7 @@ def sync_command(directory: str | os.PathLike) -> str:
 
 
 def finetune_wandb_run(exp, dataset: str, results_dir: str | os.PathLike) -> WandbRun:
-    """How the harness files a fine-tune's W&B run (``finetune(..., wandb_run=...)``): beside the experiment's other
+    """How the harness files a fine-tune's W&B run (``RunOutput.wandb_run``): beside the experiment's other
     runs in ``results_dir/wandb``, in its group, job type fine-tune, with the experiment and the stage's hash."""
     return WandbRun(directory=Path(results_dir), group=exp.name, job_type="fine-tune", name=f"{dataset}-fine-tune",
                     tags=(tag("dataset", dataset), tag("phase", "fine-tune")),

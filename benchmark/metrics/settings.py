@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from benchmark.errors import did_you_mean
 from benchmark.metrics import registry
 from benchmark.metrics.registry import METRICS
-from benchmark.settings import Count, Settings
+from benchmark.settings import FOLDED, HOW, Count, Settings, identity
 
 
 class EvaluationSettings(Settings):
@@ -20,12 +20,12 @@ class EvaluationSettings(Settings):
     what each is: benchmark.metrics.registry"""
     ref_split: Literal["train", "test", "all"] = "all"
     """real images of the reference statistics"""
-    reference: Literal["all", "subsample"] = "all"
+    reference: Literal["all", "subsample"] = Field("all", json_schema_extra=identity(FOLDED))  # as max_images
     """all: every image of ref_split (a seeded subset when there are more than max_reference_images);
     subsample: as dgm-eval --nsample, a seeded subset of as many real images as there are samples"""
-    max_reference_images: Count = 50000
+    max_reference_images: Count = Field(50000, json_schema_extra=identity(FOLDED))  # as max_images
     """cap on real (and generated) images per set, a seeded subset beyond it (dgm-eval's default)"""
-    batch_size: Count = 256
+    batch_size: Count = Field(256, json_schema_extra=identity(HOW))
     """images per feature-network forward pass"""
 
     @model_validator(mode="after")
@@ -42,6 +42,11 @@ class EvaluationSettings(Settings):
     def max_images(self, num_samples: int) -> int:
         """Images per set for evaluate_samples: the cap, or the sample count in subsample mode."""
         return num_samples if self.reference == "subsample" else self.max_reference_images
+
+    def identity_for(self, num_samples: int) -> dict:
+        """What the scores of a set of ``num_samples`` images depend on besides the images: the marked fields, and
+        the reference subset as the number of images per set."""
+        return {**self.identity(FOLDED), "max_images": self.max_images(num_samples)}
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -17,9 +17,11 @@ from torch import Tensor, nn
 from benchmark.io import cached_file_sha256, check_finite, check_sha256, probe
 
 SD_VAE_SCALE = 0.18215
-SD_VAE_EMA = "stabilityai/sd-vae-ft-ema"
-AUTOENCODER_NAMES = ("sd-vae-ft-ema", "sd-vae-ft-mse", "identity")  # or a local diffusers AutoencoderKL folder
-VAE_ALIASES = {"sd-vae-ft-ema": SD_VAE_EMA, "ema": SD_VAE_EMA, "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "mse": "stabilityai/sd-vae-ft-mse"}
+DEFAULT_VAE = "sd-vae-ft-ema"  # the VAE of DiT and of the paper, by the one name every other module uses
+SD_VAE_EMA = f"stabilityai/{DEFAULT_VAE}"
+VAE_NAMES = (DEFAULT_VAE, "sd-vae-ft-mse")
+AUTOENCODER_NAMES = (*VAE_NAMES, "identity")  # or a local diffusers AutoencoderKL folder
+VAE_ALIASES = {DEFAULT_VAE: SD_VAE_EMA, "ema": SD_VAE_EMA, "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "mse": "stabilityai/sd-vae-ft-mse"}
 
 
 class IdentityAutoencoder(nn.Module):
@@ -65,7 +67,7 @@ class KLAutoencoder(nn.Module):
         return self.vae.decode(z / self.scale).sample
 
 
-def load_autoencoder(spec: Optional[str | os.PathLike] = "sd-vae-ft-ema", device: str | torch.device = "cpu",
+def load_autoencoder(spec: Optional[str | os.PathLike] = DEFAULT_VAE, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32) -> nn.Module:
     """``identity``/``none`` for pixel space; otherwise a local diffusers directory, a Hugging Face id or an alias
     (``sd-vae-ft-ema``), read from the local directory or the Hugging Face cache (downloaded only when online)."""

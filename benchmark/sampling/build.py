@@ -8,31 +8,17 @@ active guides need are moved to the device, compiled and recorded in the sample 
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 
 from benchmark.diffusion import create_diffusion
 from benchmark.errors import ConfigError
-from benchmark.guidance import (FINETUNED, INTERVAL, PRETRAINED, GuidedDenoiser, Method, MethodSpec, lookup_method,
-                                resolve_method)
+from benchmark.guidance import FINETUNED, PRETRAINED, GuidedDenoiser, MethodSpec
 from benchmark.models.dit import DiT
 from benchmark.sampling.sampler import Sampler
-from benchmark.sampling.settings import SamplingSettings
-
-
-def method_point(method: str | Method, w: float, settings: SamplingSettings) -> MethodSpec:
-    """The spec of a (method, w) sample set as the harness and ``dogbench perf`` name one: ``w`` is the method's
-    scale ``w`` and the settings' ``guidance_interval`` its interval (``none`` takes neither, and only w = 1)."""
-    base, _ = lookup_method(method)
-    params: dict = {}
-    if any(p.name == "w" for p in base.params):
-        params["w"] = w
-    elif float(w) != 1.0:
-        raise ConfigError(f"method {base.name} has no guidance scale w (got w={w}); give its parameters instead")
-    if base.guides:
-        params[INTERVAL] = settings.guidance_interval
-    return resolve_method(method, params)
+from benchmark.sampling.settings import GUIDED, SamplingSettings
+from benchmark.settings import AMOUNT, FOLDED, identity_role
 
 
 def _has_null_row(model: DiT) -> bool:
@@ -94,7 +80,7 @@ def _check_interval(settings: SamplingSettings, spec: MethodSpec) -> None:
     """The interval is the method's parameter; a sampling setting that says otherwise would be silently ignored."""
     if spec.guided and settings.guidance_interval is not None and spec.interval != settings.interval():
         raise ConfigError(f"the sampling guidance_interval {settings.guidance_interval} and {spec.describe()}'s "
-                          f"interval differ; give the interval once (method_point puts the setting into the method)")
+                          f"interval differ; give the interval once (method_spec puts the setting into the method)")
 
 
 def build_sampler(settings: SamplingSettings, method: MethodSpec, seed: int, finetuned: DiT,
@@ -126,32 +112,31 @@ def build_sampler(settings: SamplingSettings, method: MethodSpec, seed: int, fin
 
 def sampler_identity(settings: SamplingSettings, method: MethodSpec, seed: int, *, finetuned_sha256: str,
                      pretrained_sha256: Optional[str], autoencoder: str,
-                     guide_sha256: Optional[Mapping[str, str]] = None) -> dict:
-    """What determines the images, recorded in a sample folder's manifest (the sample count does not: sample i
-    depends only on (seed, i)). An unguided spec (every scale at 1) is the same images for every method, so it is
-    keyed as method 'none'. none / cfg / dog keep the keys and values they always had; other methods add ``params``
-    (every parameter but w), a user's method its ``method_source``, extra checkpoints their ``guide_sha256``."""
+                     guide_sha256: Optional[Mapping[str, str]] = None, classes: Optional[Sequence[int]] = None) -> dict:
+    """What determines the images, recorded in a sample folder's manifest and hashed into its name: the method's
+    identity (an unguided spec is the same images for every method: 'none'; a user's method adds its source and
+    code hash), the checkpoints it runs, the seed, the autoencoder, and every sampling setting marked as changing the
+    images (``SamplingSettings.identity_for``; not the sample count: sample i depends only on (seed, i), so a folder
+    extends). ``classes``: the labels drawn from, when not all of the fine-tune's."""
     _check_interval(settings, method)
-    guided, ident, interval = method.guided, method.identity(), method.interval
     extra = [name for name in method.models() if name not in (FINETUNED, PRETRAINED)]
     missing = [name for name in extra if not (guide_sha256 or {}).get(name)]
     if missing:
         raise ValueError(f"sampler_identity: {method.describe()} needs the sha256 of guide checkpoint(s) {missing}")
+    # an unguided set records its guided-only settings as null (so folders made before keep their names)
+    unguided = {name: None for name, field in type(settings).model_fields.items()
+                if identity_role(field) in (GUIDED, FOLDED)}
     out = {
-        "method": ident["method"],
-        "w": ident["w"],
+        **method.identity(),
         "finetuned_sha256": finetuned_sha256,
         "pretrained_sha256": pretrained_sha256 if PRETRAINED in method.models() else None,
-        "steps": settings.steps,
         "seed": int(seed),
-        "guided_channels": settings.guided_channels if guided else None,
-        "guidance_interval": [interval.low, interval.high] if guided and interval else None,
-        "clip_denoised": settings.clip_denoised,
         "autoencoder": autoencoder,
-        "precision": settings.precision,
-        "decode_precision": settings.decode_precision,
+        **unguided,
+        **settings.identity_for(method, AMOUNT),
     }
-    out.update({key: ident[key] for key in ("params", "rule", "schedule", "method_source") if key in ident})
     if extra:
         out["guide_sha256"] = {name: guide_sha256[name] for name in extra}
+    if classes is not None:  # other labels, other images; absent otherwise, so earlier folders keep their identity
+        out["classes"] = list(classes)
     return out

@@ -1,17 +1,19 @@
 """Fine-tuning and pre-training runs: the API behind ``dogbench finetune`` / ``pretrain`` and the harness.
 
-    finetune("DiT-XL-2-256x256.pt", "food101", "results/paper/food101/finetune", {"steps": 24000})
+    finetune(SourceSettings(), "food101", "results/paper/food101/finetune", {"steps": 24000})   # DiT-XL/2 release
     pretrain("DiT-N/2", "cifar10-32", "results/source", {"steps": 20000, "global_batch_size": 128})
 
-Both return the path of the EMA-only export (``<out>/ema.pt``) that ``dogbench sample`` reads.
+Both take settings objects (the source model's, the training recipe's, where it runs) and two small values (what is
+trained on: ``TrainingSet``; where it goes: ``RunOutput``), and return the path of the EMA-only export
+(``<out>/ema.pt``) that ``dogbench sample`` reads.
 
-The run directory (``out``) holds ``run.json`` (what is trained: refuses to resume a different run),
-``checkpoints/last.ckpt`` (model, EMA, optimizer, step; written atomically every ``checkpoint_every`` steps and at
-the end), ``csv/version_*/metrics.csv``, ``wandb/`` (unless ``wandb_run`` files the W&B run elsewhere: the harness puts
-it in ``results/<exp>/wandb/``, in the experiment's group), ``ema-step<N>.pt`` for every step N of ``keep_ema_at`` (EMA
-exports like ``ema.pt``, e.g. autoguidance's weak guide) and, when finished, ``ema.pt`` and ``trained.json`` (steps,
-the kept snapshots, throughput). Rerunning the same command resumes from the last checkpoint, or returns at once when the run is
-finished; asking for more steps continues a finished run.
+The run directory (``out``) holds ``run.json`` (what is trained: ``run_identity``; refuses to resume a different
+run), ``checkpoints/last.ckpt`` (model, EMA, optimizer, step; written atomically every ``checkpoint_every`` steps and
+at the end), ``csv/version_*/metrics.csv``, ``wandb/`` (unless ``RunOutput.wandb_run`` files the W&B run elsewhere:
+the harness puts it in ``results/<exp>/wandb/``, in the experiment's group), ``ema-step<N>.pt`` for every step N of
+``keep_ema_at`` (EMA exports like ``ema.pt``, e.g. autoguidance's weak guide) and, when finished, ``ema.pt`` and
+``trained.json`` (steps, the kept snapshots, throughput). Rerunning the same command resumes from the last
+checkpoint, or returns at once when the run is finished; asking for more steps continues a finished run.
 
 Multi-GPU / multi-node: ``LaunchSettings(devices=N, num_nodes=M)`` with Lightning's DDP (``strategy="fsdp"``
 shards the model). Lightning starts the extra processes by re-running the command line, so run multi-device training
@@ -41,10 +43,13 @@ from benchmark.data.latents import is_pixel_space
 from benchmark.devices import tf32
 from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_open, atomic_write_json, cached_file_sha256, read_json
-from benchmark.models import DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded, resolve_checkpoint
-from benchmark.models.checkpoint import checkpoint_metadata
+from benchmark.models import (DEFAULT_VAE, DiT, dit_config, export_checkpoint, load_autoencoder, load_dit, reheaded,
+                              resolve_checkpoint)
 from benchmark.models.adapter import adapter_modules, with_adapter
+from benchmark.models.checkpoint import checkpoint_metadata
+from benchmark.models.settings import ArchitectureSettings, SourceSettings
 from benchmark.models.dit import DiTBlock
+from benchmark.settings import AMOUNT
 from benchmark.tracking import WandbRun, WandbSettings, tag
 from benchmark.training.callbacks import (AtomicCheckpointIO, EmaSnapshots, SafeWandbLogger, StepCheckpoint,
                                           ema_snapshot_path, report_past_snapshots)
@@ -52,6 +57,7 @@ from benchmark.training.datamodule import TrainingData
 from benchmark.training.module import DiffusionTrainer
 from benchmark.training.probe import check_source
 from benchmark.training.settings import LaunchSettings, TrainSettings
+from benchmark.training.spec import NetworkToTrain, RunOutput, TrainingSet
 
 EMA_FILE = "ema.pt"
 TRAINED_FILE = "trained.json"  # written when the run has reached its steps
@@ -129,21 +135,24 @@ def lightning_trainer(launch: LaunchSettings, precision: str, *, max_steps: int,
 # The training run shared by finetune and pretrain
 
 
-def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *, kind: str,
-          autoencoder: str, resolution: int, metadata: dict, data_root=None, cache_dir=None,
-          max_images: Optional[int] = None, launch: LaunchSettings = LaunchSettings(),
-          wandb: WandbSettings = WandbSettings(), wandb_run: Optional[WandbRun] = None, progress: bool = True,
-          export_path: Optional[Union[str, Path]] = None) -> Path:
-    """Train ``model`` (a DiT whose label table already has the dataset's classes) on ``dataset`` (a registry name
-    or a user's own dataset's spec) into
-    ``out_dir``; resumes, or returns at once when finished. Returns the EMA export's path. ``wandb_run`` files the
-    W&B run (directory, group, job type, name, extra tags and config); by default it goes to ``out_dir/wandb``."""
-    out_dir = Path(out_dir)
+def run_identity(net: NetworkToTrain, data: TrainingSet, settings: TrainSettings) -> dict:
+    """What a run directory holds (``run.json``): a resumed or extended run must have the same. The training
+    settings' identity without the steps (a finished run continues to more steps), the network's architecture and
+    space, the data and the hashes of what it starts from."""
+    return {"kind": net.kind, "dataset": get_spec(data.dataset).name, "autoencoder": str(net.autoencoder),
+            "resolution": int(net.resolution), "max_images": data.max_images, "model_config": dict(net.model.config),
+            "settings": settings.identity(AMOUNT), **{k: v for k, v in net.metadata.items() if k.endswith("sha256")}}
+
+
+def train(net: NetworkToTrain, data: TrainingSet, out: RunOutput, settings: TrainSettings,
+          launch: LaunchSettings = LaunchSettings()) -> Path:
+    """Train ``net`` on ``data`` into ``out.out_dir``; resumes, or returns at once when finished. Returns the EMA
+    export's path. ``out.wandb_run`` files the W&B run (directory, group, job type, name, extra tags and config); by
+    default it goes to ``out_dir/wandb``."""
+    out_dir, kind, metadata = out.out_dir, net.kind, net.metadata
     ema_path = out_dir / EMA_FILE
-    dataset_name = get_spec(dataset).name
-    identity = {"kind": kind, "dataset": dataset_name, "autoencoder": str(autoencoder), "resolution": int(resolution),
-                "max_images": max_images, "model_config": dict(model.config), "settings": settings.identity(),
-                **{k: v for k, v in metadata.items() if k.endswith("sha256")}}
+    dataset_name = get_spec(data.dataset).name
+    identity = run_identity(net, data, settings)
     run = read_json(out_dir / "run.json")
     if run is not None and run.get("identity") != identity:
         differ = sorted(k for k in set(identity) | set(run.get("identity", {}))
@@ -151,8 +160,8 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
         raise UserError(f"{out_dir} holds another training run (differs in {', '.join(differ)}); "
                         f"pass another output directory or delete it")
     trained = read_json(out_dir / TRAINED_FILE)
-    export_metadata = dict(autoencoder=str(autoencoder), dataset=dataset_name, num_classes=model.num_classes,
-                           image_size=int(resolution), **metadata)
+    export_metadata = dict(autoencoder=str(net.autoencoder), dataset=dataset_name, num_classes=net.model.num_classes,
+                           image_size=int(net.resolution), **metadata)
     if trained is not None and trained.get("steps", 0) > settings.steps:
         raise UserError(f"{out_dir} already holds a run of {trained['steps']} steps, more than the {settings.steps} "
                         f"asked for; pass another output directory")
@@ -160,8 +169,8 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
         report_past_snapshots(out_dir, settings.keep_ema_at, settings.steps, kind)
         if settings.steps in settings.keep_ema_at and not ema_snapshot_path(out_dir, settings.steps).is_file():
             _copy_export(ema_path, ema_snapshot_path(out_dir, settings.steps))  # the final EMA is that step's
-        if export_path:
-            _copy_export(ema_path, Path(export_path))
+        if out.export:
+            _copy_export(ema_path, Path(out.export))
         print(f"{kind}: {out_dir} is finished ({settings.steps} steps); EMA weights in {ema_path}")
         return ema_path
     run_id = (run or {}).get("wandb_id") or uuid.uuid4().hex[:12]
@@ -173,16 +182,16 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
     # made inside _fit (the data module, and the loggers once the trainer knows this process's rank), so that
     # nothing of training outlives its frame
     make_data = functools.partial(
-        TrainingData, dataset, resolution, settings.global_batch_size, autoencoder=autoencoder, split=settings.split,
-        data_root=data_root, seed=settings.seed, num_workers=settings.num_workers, cache_dir=cache_dir,
-        max_images=max_images, progress=progress)
+        TrainingData, data.dataset, net.resolution, settings.global_batch_size, autoencoder=net.autoencoder,
+        split=settings.split, data_root=data.root, seed=settings.seed, num_workers=settings.num_workers,
+        cache_dir=data.cache_dir, max_images=data.max_images, progress=out.progress)
     config = {**identity, "settings": settings.to_dict(), **metadata, "precision": precision,
               "steps": settings.steps, "seed": settings.seed, "out_dir": str(out_dir)}
-    make_loggers = functools.partial(_make_loggers, out_dir, run_id, config, wandb,
-                                     run=_filed(wandb_run or WandbRun(), kind, dataset_name, settings.seed))
+    make_loggers = functools.partial(_make_loggers, out_dir, run_id, config, out.wandb,
+                                     run=_filed(out.wandb_run or WandbRun(), kind, dataset_name, settings.seed))
     run_json = {"identity": identity, "settings": settings.to_dict(), "metadata": metadata, "wandb_id": run_id}
-    is_main, session_start, wall = _fit(model, out_dir, settings, kind=kind, precision=precision, launch=launch,
-                                        progress=progress, make_data=make_data, make_loggers=make_loggers,
+    is_main, session_start, wall = _fit(net.model, out_dir, settings, kind=kind, precision=precision, launch=launch,
+                                        progress=out.progress, make_data=make_data, make_loggers=make_loggers,
                                         run_json=run_json, export_metadata=export_metadata)
     # Lightning's trainer and module refer to each other; they are unreachable now that _fit's frame is gone (any
     # frame that held them would keep them), and only the cycle collector frees them: do it before sampling starts
@@ -198,9 +207,9 @@ def train(model, dataset, out_dir: Union[str, Path], settings: TrainSettings, *,
     if step > settings.steps:  # resumed from a checkpoint that had already gone further
         raise UserError(f"{last} is at step {step}, past the {settings.steps} steps asked for; "
                         f"pass --steps {step} (finetune.steps in an experiment) or another output directory")
-    export_checkpoint(model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
-    if export_path:
-        _copy_export(ema_path, Path(export_path))
+    export_checkpoint(net.model, ema_path, ema_state=ema_state, steps=step, **export_metadata)
+    if out.export:
+        _copy_export(ema_path, Path(out.export))
     first_step, started = session_start or (step, time.perf_counter())
     steps_run, train_s = step - first_step, time.perf_counter() - started
     img_per_s = steps_run * settings.global_batch_size / train_s if steps_run and train_s > 0 else None
@@ -296,39 +305,38 @@ def _autoencoder_geometry(autoencoder: str) -> tuple[int, Optional[int]]:
     return vae.downsample, vae.latent_channels()
 
 
-def _dataset_classes(dataset, data_root) -> int:
-    return get_dataset(dataset, split="train", root=data_root).num_classes
+def _dataset_classes(data: TrainingSet) -> int:
+    return get_dataset(data.dataset, split="train", root=data.root).num_classes
 
 
-def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir: Union[str, Path],
-             settings: Optional[TrainSettings] = None, *, data_root=None, autoencoder: Optional[str] = None,
-             source_model: Union[None, str, dict] = None,
-             source_num_classes: Optional[int] = None, image_size: Optional[int] = None,
-             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
-             wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
-             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None,
-             sanity_check: bool = False) -> Path:
-    """Fine-tune the pre-trained DiT in ``source`` (a path or a release name) on ``dataset`` (a registry name, or a
-    user's own dataset's spec): the source is re-headed to the dataset's K classes (every weight kept except a fresh
-    label table with a null row K) and trained with ``settings`` (default: the paper's protocol).
-    ``source_model`` (a DiT name or a dict of DiT arguments), ``source_num_classes`` and ``image_size`` describe the
-    source when the file does not (the released DiT-XL-2-256x256.pt: "DiT-XL/2", 1000, 256); otherwise the file's
-    own config (or its shapes) decide. ``wandb_run`` files the W&B run elsewhere than ``<out_dir>/wandb`` (see
-    ``train``). ``autoencoder``: default the one the source file records, else sd-vae-ft-ema. ``sanity_check``:
-    before a fresh run, refuse a source that does not denoise the target (``benchmark.training.probe``).
-    Returns ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
+def finetune(source: Union[SourceSettings, str, Path], data: Union[TrainingSet, str, DatasetSpec],
+             out: Union[RunOutput, str, Path], settings: Union[TrainSettings, dict, None] = None,
+             launch: LaunchSettings = LaunchSettings(), autoencoder: Optional[str] = None) -> Path:
+    """Fine-tune the pre-trained DiT that ``source`` names on ``data``: the source is re-headed to the dataset's K
+    classes (every weight kept except a fresh label table with a null row K; with ``settings.adapter`` the source's
+    own weights stay frozen under a LoRA adapter) and trained with ``settings`` (default: the paper's protocol) in
+    ``autoencoder``'s space (default: the one the source file records, else sd-vae-ft-ema). ``source``: a
+    SourceSettings (an experiment's ``source:``), or a checkpoint path or release name whose file says the rest;
+    null fields of a SourceSettings are read from the file (the released DiT-XL-2-256x256.pt holds none: give
+    "DiT-XL/2", 1000, 256); with ``source.sanity_check`` a fresh run first refuses a source that does not denoise
+    the target (``benchmark.training.probe``; a path or name alone is not probed). ``data``: a TrainingSet, or a
+    registered dataset name / a user's own dataset's spec. ``out``: a RunOutput, or the run directory. Returns
+    ``<out_dir>/ema.pt``, the EMA weights that ``dogbench sample`` reads."""
+    source = source if isinstance(source, SourceSettings) else SourceSettings.from_checkpoint(str(source))
+    data, out = TrainingSet.of(data), RunOutput.of(out)
     settings = TrainSettings.parse(settings, "finetune")
-    path = resolve_checkpoint(source)  # the source first: a missing or unreadable file is the problem to name
-    autoencoder = autoencoder or checkpoint_metadata(path).get("autoencoder") or "sd-vae-ft-ema"
+    path = resolve_checkpoint(source.checkpoint)  # the source first: a missing or unreadable file is the problem to name
+    autoencoder = autoencoder or checkpoint_metadata(path).get("autoencoder") or DEFAULT_VAE
     downsample, channels = _autoencoder_geometry(autoencoder)
+    image_size, model = source.image_size, source.model
     if image_size is not None and image_size % downsample:
         raise UserError(f"image size {image_size} is not a multiple of the autoencoder's downsampling {downsample}")
-    if isinstance(source_model, dict):  # DiT constructor arguments (an experiment's source.model may be a dict)
-        pretrained = load_dit(path, model=source_model, num_classes=source_num_classes)
+    if isinstance(model, dict):  # DiT constructor arguments (an experiment's source.model may be a dict)
+        pretrained = load_dit(path, model=model, num_classes=source.num_classes)
     else:  # a named architecture (the DiT release files hold no config) takes the autoencoder's channels
-        pretrained = load_dit(path, model=source_model, num_classes=source_num_classes,
-                              input_size=image_size // downsample if (source_model and image_size) else None,
-                              **({"in_channels": channels} if source_model else {}))
+        pretrained = load_dit(path, model=model, num_classes=source.num_classes,
+                              input_size=image_size // downsample if (model and image_size) else None,
+                              **({"in_channels": channels} if model else {}))
     resolution = pretrained.config["input_size"] * downsample
     if image_size is not None and image_size != resolution:
         raise UserError(f"the source model works at {resolution}px with autoencoder {autoencoder!r}, not {image_size}px; "
@@ -336,44 +344,44 @@ def finetune(source: Union[str, Path], dataset: Union[str, DatasetSpec], out_dir
     if pretrained.config["in_channels"] != channels:
         raise UserError(f"the source model takes {pretrained.config['in_channels']} input channels but autoencoder "
                         f"{autoencoder!r} makes {channels}; pass the autoencoder it was trained with")
-    num_classes = _dataset_classes(dataset, data_root)
+    num_classes = _dataset_classes(data)
     if settings.adapter is not None:  # a target the source lacks is one line before the probe runs
         adapter_modules(pretrained, settings.adapter.targets)
-    if sanity_check and not (Path(out_dir) / "run.json").is_file():  # a resumed run was probed when it started
+    if source.sanity_check and not (out.out_dir / "run.json").is_file():  # a resumed run was probed when it started
         device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
                   if _on_gpu(launch.accelerator) and torch.cuda.is_available() else torch.device("cpu"))
-        check_source(pretrained, path, dataset, data_root, resolution, autoencoder, device, split=settings.split)
+        check_source(pretrained, path, data.dataset, data.root, resolution, autoencoder, device, split=settings.split)
     if settings.adapter is None:
         new = reheaded(pretrained, num_classes, seed=settings.seed)
     else:  # LoRA: the source itself, wrapped (one copy of its weights); its export is the adapter
         new = with_adapter(pretrained, num_classes, settings.adapter, seed=settings.seed)
     metadata = {"source": str(path), "source_sha256": cached_file_sha256(path), "source_num_classes": pretrained.num_classes}
     del pretrained  # the fine-tune has its own copy; the source's memory (2.7 GB for DiT-XL/2) goes back
-    return train(new, dataset, out_dir, settings, kind="finetune", autoencoder=autoencoder, resolution=resolution,
-                 metadata=metadata, data_root=data_root, cache_dir=latent_cache_dir, max_images=max_images,
-                 launch=launch, wandb=wandb, wandb_run=wandb_run, progress=progress, export_path=export_path)
+    return train(NetworkToTrain(new, "finetune", autoencoder, resolution, metadata), data, out, settings, launch)
 
 
-def pretrain(model: Union[str, dict], dataset: Union[str, DatasetSpec], out_dir: Union[str, Path], settings: Optional[TrainSettings] = None,
-             *, data_root=None, autoencoder: str = "identity", image_size: Optional[int] = None, learn_sigma: bool = True,
-             launch: LaunchSettings = LaunchSettings(), wandb: WandbSettings = WandbSettings(),
-             wandb_run: Optional[WandbRun] = None, progress: bool = True, latent_cache_dir=None,
-             max_images: Optional[int] = None, export_path: Optional[Union[str, Path]] = None) -> Path:
-    """Train a DiT from scratch on ``dataset`` (a registry name or a spec) (e.g. the 32x32 CIFAR-10 source model:
-    ``"DiT-N/2"``, identity autoencoder). ``model`` is a name from ``benchmark.models.DiT_models`` or a dict of
-    DiT arguments; input size, channels and classes follow the data. Returns ``<out_dir>/ema.pt``."""
+def pretrain(architecture: Union[ArchitectureSettings, str, dict], data: Union[TrainingSet, str, DatasetSpec],
+             out: Union[RunOutput, str, Path], settings: Union[TrainSettings, dict, None] = None,
+             launch: LaunchSettings = LaunchSettings(), autoencoder: str = "identity") -> Path:
+    """Train a DiT from scratch on ``data`` (e.g. the 32x32 CIFAR-10 source model: ``"DiT-N/2"``, identity
+    autoencoder). ``architecture``: an ArchitectureSettings, or its model alone (a name from
+    ``benchmark.models.DiT_models`` or a dict of DiT arguments); input size, channels and classes follow the data.
+    Returns ``<out_dir>/ema.pt``."""
+    if not isinstance(architecture, ArchitectureSettings):
+        architecture = ArchitectureSettings.parse({"model": architecture}, "pretrain")
+    data, out = TrainingSet.of(data), RunOutput.of(out)
     settings = TrainSettings.parse(settings, "pretrain")
     if settings.adapter is not None:
         raise UserError("pretraining trains every weight from scratch; an adapter applies to fine-tunes only "
                         "(drop --adapter / pretrain.adapter)")
     downsample, channels = _autoencoder_geometry(autoencoder)
-    if image_size is None:
-        image_size = get_spec(dataset).resolution
+    image_size = architecture.image_size or get_spec(data.dataset).resolution
     if image_size % downsample:
         raise UserError(f"image size {image_size} is not a multiple of the autoencoder's downsampling {downsample}")
-    num_classes = _dataset_classes(dataset, data_root)
+    num_classes = _dataset_classes(data)
     arch = dict(input_size=image_size // downsample, in_channels=channels, num_classes=num_classes,
-                class_dropout_prob=settings.label_dropout, learn_sigma=learn_sigma)
+                class_dropout_prob=settings.label_dropout, learn_sigma=architecture.learn_sigma)
+    model = architecture.model
     if isinstance(model, dict):
         config = {**model, **arch}
         name = "custom"
@@ -389,7 +397,5 @@ def pretrain(model: Union[str, dict], dataset: Union[str, DatasetSpec], out_dir:
         network = DiT(**config)
     finally:
         torch.random.set_rng_state(generator_state)
-    return train(network, dataset, out_dir, settings, kind="pretrain", autoencoder=autoencoder,
-                 resolution=image_size, metadata={"model_name": name}, data_root=data_root, cache_dir=latent_cache_dir,
-                 max_images=max_images, launch=launch, wandb=wandb, wandb_run=wandb_run, progress=progress,
-                 export_path=export_path)
+    return train(NetworkToTrain(network, "pretrain", autoencoder, image_size, {"model_name": name}), data, out,
+                 settings, launch)

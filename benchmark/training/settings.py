@@ -3,20 +3,21 @@ run is launched. The defaults are the paper's fine-tuning protocol: DiT-XL/2, 24
 EMA 0.9999, label dropout 0.1."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from benchmark.models.adapter import AdapterSettings
-from benchmark.settings import Count, Index, Precision, Real, Settings
+from benchmark.settings import ADDED, AMOUNT, HOW, Count, Index, Precision, Real, Settings, identity
 
 
 class TrainSettings(Settings):
-    """What is trained: every field but ``steps``, ``checkpoint_every``, ``num_workers`` and ``keep_ema_at`` is part
-    of the run's identity (a run directory refuses to resume with other values)."""
+    """What is trained. Every field is part of the run's identity (a run directory refuses to resume with other
+    values) but those marked otherwise: ``steps`` is how long (a finished run continues to more steps), the
+    ``HOW`` fields how fast or what is kept on the way."""
 
-    steps: Count = 24000
+    steps: Count = Field(24000, json_schema_extra=identity(AMOUNT))
     """optimizer steps"""
     global_batch_size: Count = 32
     """images per optimizer step, summed over all devices"""
@@ -32,22 +33,19 @@ class TrainSettings(Settings):
     """fp32, tf32 (fp32 weights, TF32 matmuls) or bf16 (bf16-mixed autocast); CPUs always train in fp32"""
     split: Literal["train", "all"] = "train"
     """images fine-tuned on: the train split, or all images (the public DoG code fine-tunes on the full set)"""
-    checkpoint_every: Count = 2000
+    checkpoint_every: Count = Field(2000, json_schema_extra=identity(HOW))
     """optimizer steps between resumable checkpoints"""
-    keep_ema_at: list[Count] = []
+    keep_ema_at: list[Count] = Field([], json_schema_extra=identity(HOW))
     """optimizer steps whose EMA weights are also exported, as ema-step<N>.pt beside ema.pt (e.g. an earlier fine-tune
     as autoguidance's weak guide); steps a run has already passed cannot be kept"""
-    num_workers: Index = 4
+    num_workers: Index = Field(4, json_schema_extra=identity(HOW))
     """data-loader processes per device"""
     seed: Index = 0
     """seed of the new label table / initialisation, data order, noise and label dropout"""
-    adapter: Optional[AdapterSettings] = Field(None, json_schema_extra={"null_word": "none"})
+    adapter: Optional[AdapterSettings] = Field(None, json_schema_extra={"null_word": "none", **identity(ADDED)})
     """none = train every weight; else a LoRA fine-tune through peft, e.g. {kind: lora, rank: 4, alpha: 4, dropout: 0,
     targets: [attn.qkv, attn.proj, mlp.fc1, mlp.fc2]} (on the command line as YAML, or lora for those defaults):
     the new label table is trained in full, every other weight frozen; the export is the adapter (megabytes)"""
-
-    # how fast a run goes, how long it is or what it keeps on the way, not what it computes: may differ on resume
-    NOT_IDENTITY: ClassVar[tuple] = ("steps", "checkpoint_every", "num_workers", "keep_ema_at")
 
     @field_validator("adapter", mode="before")
     @classmethod
@@ -63,14 +61,6 @@ class TrainSettings(Settings):
             raise ValueError(f"must be a mapping such as {{kind: lora, rank: 4}} (or lora), got {value!r}")
         return value
 
-    @model_serializer(mode="wrap")
-    def _full_finetune_has_no_adapter_key(self, handler):
-        # a full fine-tune dumps (and hashes) as it did before adapters existed: no "adapter: null" in its identity
-        data = handler(self)
-        if self.adapter is None:
-            data.pop("adapter", None)
-        return data
-
     @field_validator("keep_ema_at")
     @classmethod
     def _sorted(cls, value: list) -> list:
@@ -83,11 +73,16 @@ class TrainSettings(Settings):
             raise ValueError(f"keep_ema_at {late} is past the {self.steps} steps trained; pass steps up to {self.steps}")
         return self
 
-    def identity(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_IDENTITY}
+
+class StrategySettings(Settings):
+    """How a training run uses its processes (an experiment's ``launch:``; ``dogbench finetune --strategy``)."""
+
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = "auto"
+    """Lightning strategy across processes: ddp, fsdp (shards the model and its EMA), or ddp_spawn (starts its own
+    processes)"""
 
 
-class LaunchSettings(Settings):
+class LaunchSettings(StrategySettings):
     """Where a training run executes. Under torchrun (or SLURM) the run joins the existing processes."""
 
     devices: Union[int, str] = 1
@@ -96,5 +91,3 @@ class LaunchSettings(Settings):
     """machines"""
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     """hardware; auto = a GPU when there is one"""
-    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = "auto"
-    """Lightning strategy; fsdp shards the model and its EMA"""
