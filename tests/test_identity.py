@@ -116,7 +116,7 @@ OWN_INTERVAL = {"methods": ["none", "cfg", {"name": "dog", "label": "dog-int", "
 
 def test_a_fixed_w_row_keeps_the_methods_own_interval(tmp_path):
     exp = small(**OWN_INTERVAL)
-    plan = {(label, rule): spec for label, rule, spec in report_plan(exp, DS, {(DS, "dog-int"): (2.0, "")})}
+    plan = {(label, rule): spec for label, rule, spec in report_plan(exp, DS, {(DS, "dog-int"): (2.0, "t_low=0 t_high=500")})}
     fixed, best = plan[("dog-int", "w=1.5")], plan[("dog-int", "best w")]
     assert (fixed.interval.low, fixed.interval.high) == (best.interval.low, best.interval.high) == (0, 500)
     assert fixed.params["w"] == 1.5

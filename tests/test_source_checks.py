@@ -52,12 +52,12 @@ def unhashed_copy(tmp_path, flip: str | None = None):
 @pytest.mark.parametrize("tensor", ["blocks.0.mlp.fc1.weight", "blocks.3.attn.proj.weight", "final_layer.linear.weight",
                                     "t_embedder.mlp.2.weight"])
 def test_the_probe_refuses_finite_but_broken_weights_and_passes_the_intact_source(tmp_path, tensor):
-    intact = check_source(load_dit(SHIPPED), SHIPPED, "caltech101-32", None, 32, "identity")
+    intact = check_source(load_dit(SHIPPED), SHIPPED, TrainingSet("caltech101-32"), 32, "identity")
     assert intact < PROBE_LIMIT / 4  # measured 0.078: the limit has margin on this side
     broken = load_dit(unhashed_copy(tmp_path, tensor))
     assert all(torch.isfinite(p).all() for p in broken.parameters())  # nothing the NaN check could see
     with pytest.raises(IntegrityError) as e:
-        check_source(broken, "flipped.pt", "caltech101-32", None, 32, "identity")
+        check_source(broken, "flipped.pt", TrainingSet("caltech101-32"), 32, "identity")
     assert "\n" not in str(e.value) and "flipped.pt does not denoise caltech101-32" in str(e.value)
 
 

@@ -28,6 +28,7 @@ from benchmark.diffusion import create_diffusion
 from benchmark.io import IntegrityError
 from benchmark.models import load_autoencoder
 from benchmark.models.dit import DiT
+from benchmark.training.spec import TrainingSet
 
 PROBE_IMAGES = 32
 PROBE_LIMIT = 0.5   # eps MSE above which a source is refused (intact shipped source: 0.08; no-noise guess: 1.0)
@@ -70,12 +71,14 @@ def denoising_loss(model: DiT, x0: torch.Tensor, seed: int = 0, batch_size: int 
     return total / noise.numel()
 
 
-def check_source(model: DiT, path, dataset, data_root, resolution: int, autoencoder_spec: str,
+def check_source(model: DiT, path, data: TrainingSet, resolution: int, autoencoder_spec: str,
                  device: Optional[str | torch.device] = None, split: str = "train", limit: float = PROBE_LIMIT) -> float:
-    """Refuse (one IntegrityError line) a source that does not denoise the target; returns its probe loss."""
+    """Refuse (one IntegrityError line) a source that does not denoise the target ``data`` (its ``dataset`` under
+    ``root``); returns its probe loss."""
     device = torch.device(device or "cpu")
     autoencoder = load_autoencoder(autoencoder_spec, device="cpu")
-    x0 = probe_images(dataset, data_root, resolution, autoencoder, split=split)
+    dataset = data.dataset
+    x0 = probe_images(dataset, data.root, resolution, autoencoder, split=split)
     training = model.training
     model.eval().to(device)
     try:

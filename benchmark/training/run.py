@@ -350,7 +350,7 @@ def finetune(source: Union[SourceSettings, str, Path], data: Union[TrainingSet, 
     if source.sanity_check and not (out.out_dir / "run.json").is_file():  # a resumed run was probed when it started
         device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
                   if _on_gpu(launch.accelerator) and torch.cuda.is_available() else torch.device("cpu"))
-        check_source(pretrained, path, data.dataset, data.root, resolution, autoencoder, device, split=settings.split)
+        check_source(pretrained, path, data, resolution, autoencoder, device, split=settings.split)
     if settings.adapter is None:
         new = reheaded(pretrained, num_classes, seed=settings.seed)
     else:  # LoRA: the source itself, wrapped (one copy of its weights); its export is the adapter
