@@ -40,8 +40,8 @@ from benchmark.harness.runs import read_runs, update_runs
 from benchmark.harness.selection import chosen
 from benchmark.harness.storage import _mask_url
 from benchmark.harness.sources import check_recorded_sources
-from benchmark.harness.stages import (DatasetContext, log, scored_sets, stage_evaluate, stage_finetune, stage_prepare,
-                                      stage_real_control, stage_sample)
+from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, scored_sets, stage_evaluate,
+                                      stage_finetune, stage_prepare, stage_real_control, stage_sample)
 from benchmark.io import atomic_open, atomic_write_text, file_lock
 from benchmark.metrics.registry import columns_of, lower_is_better
 
@@ -193,14 +193,13 @@ def run_sweep(exp: Experiment, dataset: str, method: str, metric: str, more_tria
         values = {name: round(trial.suggest_float(name, lo, hi, step=W_STEP), W_DECIMALS)
                   for name, (lo, hi) in space.items()}
         spec = run_spec(dataset, method, exp.method_spec(method, values), seed)
-        folder = stage_sample(ctx, spec, low)
-        value = stage_evaluate(ctx, spec, folder, low)["metrics"][metric]
+        folder, result = sampled_and_scored(ctx, spec, low)
+        value = result["metrics"][metric]
         trial.report(value, low)
         if low < full:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"{spec.spec.describe()}: {metric}={value:.3f} on {low} images cannot win")
-            folder = stage_sample(ctx, spec, full)
-        result = stage_evaluate(ctx, spec, folder, full)
+            folder, result = sampled_and_scored(ctx, spec, full)
         row = run_row(ctx, spec, result, full, "selection", folder.root)
         update_runs(out / "runs.csv", [{**row, "study": study.study_name}])
         return result["metrics"][metric]
@@ -274,6 +273,15 @@ def sweep_experiment(exp: Experiment, method: str, metric: str, trial_points: li
     return study_exp
 
 
+def sampled_and_scored(ctx: DatasetContext, spec, n: int):
+    """(sample folder, evaluation result) of the first ``n`` images of a sample set, under its claim: several sweep
+    workers may reach the same set (fine-tune only, a w two trials share, the report sets), and only one samples it
+    while the others wait and then find it finished."""
+    with claimed(sample_folder(ctx, spec, n).root, f"samples {spec.spec.describe()} seed {spec.seed}"):
+        folder = stage_sample(ctx, spec, n)
+        return folder, stage_evaluate(ctx, spec, folder, n)
+
+
 def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metric: str, out: Path) -> str:
     """Sample the study's best w (and fine-tune only) on the report seeds, score them, and write the study's
     leaderboard (report seeds only, with intervals), its runs.csv and PROTOCOL.md into ``out``."""
@@ -285,8 +293,7 @@ def rescore_best(exp: Experiment, ctx: DatasetContext, study, method: str, metri
     choice = chosen(selection, metric, study_exp.unguided_methods())
     rows = []
     for spec, phase in report_runs(study_exp, ctx.dataset, choice):
-        folder = stage_sample(ctx, spec, exp.sampling.num_samples)
-        result = stage_evaluate(ctx, spec, folder, exp.sampling.num_samples)
+        folder, result = sampled_and_scored(ctx, spec, exp.sampling.num_samples)
         rows.append({**run_row(ctx, spec, result, exp.sampling.num_samples, phase, folder.root),
                      "study": study.study_name})
     if exp.report.controls:
