@@ -236,6 +236,7 @@ class WandbTracker(NullTracker):
         tags = [tag("dataset", dataset), tag("method", method)] + ([] if _no_w(w) else [tag("w", float(w))])
         tags += [tag("seed", seed)] if seed is not None else []
         tags += [tag("phase", phase)] if phase else []
+        tags += [tag("finetune", point["finetune"])] if point.get("finetune") else []  # a variant of finetunes:
         self._log(name, data, ("evaluate", stage_hash or [name, self._config_hash]), digest, name=name,
                   group=self.experiment, job_type="evaluate", tags=tags,
                   config={**point, "experiment_config": self.config})
@@ -264,6 +265,7 @@ class WandbTracker(NullTracker):
         tags = [tag("phase", "report")]
         tags += [tag("dataset", entry_name(d)) for d in self.config.get("datasets") or []]
         tags += [tag("method", entry_name(m)) for m in self.config.get("methods") or []]
+        tags += [tag("finetune", name) for name in self.config.get("finetunes") or {}]
         self._log("the leaderboard", data, ("report",), name=f"{self.experiment}-leaderboard",
                   group=self.experiment, job_type="report", tags=tags, config=config)
 
