@@ -18,6 +18,8 @@ import re
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from benchmark.errors import ConfigError, UserError, did_you_mean
+from benchmark.models import CheckpointError, load_dit
+from benchmark.models.adapter import adapter_modules
 from benchmark.training.settings import TrainSettings
 
 if TYPE_CHECKING:  # the experiment module imports this one
@@ -79,6 +81,24 @@ def variants(exp: "Experiment", names: Optional[Sequence[str]] = None) -> dict[s
     known = variant_names(exp)
     chosen = known if names is None else [n for n in known if n in names] + [n for n in names if n not in known]
     return {name: variant(exp, name) for name in chosen}  # an unknown name: variant's one-line error
+
+
+def check_adapter_targets(experiments: Mapping[str, "Experiment"]) -> None:
+    """Each variant's adapter targets against the source's layers before the first variant runs: a fine-tune checks
+    its own targets only when its turn comes, after the variants before it have run. A source that is not there yet
+    (a release to download) is left to the fine-tune."""
+    adapted = {name: one for name, one in experiments.items() if one.finetune.adapter is not None}
+    if len(experiments) < 2 or not adapted:
+        return
+    try:
+        source = load_dit(next(iter(adapted.values())).source_checkpoint())
+    except (CheckpointError, UserError, OSError):
+        return
+    for name, one in adapted.items():
+        try:
+            adapter_modules(source, one.finetune.adapter.targets)
+        except ValueError as e:
+            raise ConfigError(str(e).replace("finetune.adapter", f"finetunes.{name}.adapter", 1)) from None
 
 
 def parse_selection(exp: "Experiment", text: Optional[str]) -> Optional[list[str]]:

@@ -19,7 +19,7 @@ from PIL import Image
 from benchmark.devices import default_device
 from benchmark.guidance import PRETRAINED
 from benchmark.harness.experiment import Experiment
-from benchmark.harness.finetunes import ONE, variant_names, variants
+from benchmark.harness.finetunes import ONE, check_adapter_targets, variant_names, variants
 from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
 from benchmark.harness.leaderboard import UNGUIDED_SPEC, noise_seeds, report_plan, write_leaderboard
@@ -303,6 +303,7 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
     rank, _ = rank_world()
     tracker = make_tracker(exp, results_root) if rank == 0 else NullTracker()
     chosen = variants(exp, finetunes)
+    check_adapter_targets(chosen)  # every variant's, before the first one runs
     if exp.finetunes is not None:
         log(f"fine-tunes {', '.join(chosen)} (of {', '.join(variant_names(exp))}), one after another")
     rows = []
