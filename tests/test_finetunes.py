@@ -13,6 +13,7 @@ from benchmark.harness.loading import experiment_from_dict, load_experiment
 from benchmark.harness.methods import run_spec
 from benchmark.harness.run import current_rows, expected_hashes
 from benchmark.harness.runs import RUNS_COLUMNS, VARIANT, merge_runs, read_runs, runs_frame, write_runs
+from benchmark import standins
 from benchmark.io import REPO_ROOT
 
 DS = "caltech101-32"
@@ -150,6 +151,21 @@ def test_the_shipped_lora_experiments_resolve():
         load_experiment("paper", check_storage=False).finetune
 
 
+def test_paper_lora_takes_the_dry_runs_standin_overrides(tmp_path):
+    """What `make dry-run ARGS="--exp paper-lora"` loads: paper.yaml's protocol on the stand-ins, two fine-tunes."""
+    paths = standins.standin_paths(tmp_path, "DiT-B/2", 64)
+    for p in (paths["checkpoint"], paths["inception"], paths["dinov2_weights"]):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+    paths["autoencoder"].mkdir()
+    overrides = standins.experiment_overrides(paths, "DiT-B/2", 64)
+    lora, paper = (load_experiment(name, overrides, check_storage=False) for name in ("paper-lora", "paper"))
+    assert variant(lora, "full").to_dict() == {**paper.to_dict(), "name": "paper-lora",
+                                               "description": variant(lora, "full").description}
+    assert variant(lora, "lora-r16").finetune == paper.finetune.replaced(adapter={"kind": "lora", "rank": 16,
+                                                                                  "alpha": 16})
+
+
 # -- end to end ---------------------------------------------------------------------------------------------------
 
 
@@ -180,7 +196,7 @@ def test_two_variants_end_to_end(tiny_experiment):
     assert lora["fd_effnet_diff_vs_finetune_low"].le(lora["fd_effnet_diff_vs_finetune"]).all()
     assert board[board[VARIANT] == "lora-r2"]["fd_effnet_diff_vs_cfg"].notna().any()  # DoG vs CFG within it
     text = (out / "leaderboard.md").read_text()
-    assert "## fine-tune full" in text and "### lora-r2 minus full" in text and "LoRA (peft) rank 2" in text
+    assert "## fine-tune full" in text and "### lora-r2 minus full" in text and "LoRA rank 2, alpha 2" in text
     assert "## Fine-tune variants" in (out / "PROTOCOL.md").read_text()
     assert (out / "plots" / "full").is_dir() and (out / "plots" / "lora-r2").is_dir()
     before = (out / "runs.csv").read_text()

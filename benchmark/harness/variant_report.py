@@ -121,20 +121,22 @@ def variant_markdown(exp: Experiment, board: pd.DataFrame) -> str:
             continue
         parts.append(f"## fine-tune {name}: {_weights(exp, name)}\n\n{to_markdown(block)}")
         if name != first and any(c.endswith("_diff_vs_finetune") for c in block.columns):
-            parts.append(f"### {name} minus {first} (same method and rule; paired: same report seeds)\n\n"
+            parts.append(f"### {name} minus {first} (same method and rule, each at its own selected w; paired: same "
+                         f"report seeds)\n\n"
                          + _comparison_table(block, first))
     return "\n\n".join(parts)
 
 
 def _comparison_table(block: pd.DataFrame, first: str) -> str:
     metrics = [c for c in COLUMN_ORDER if f"{c}_diff_vs_finetune" in block.columns]
-    header = ["dataset", "method", "rule"] + \
+    header = ["dataset", "method", "rule", "w"] + \
         [f"{c} minus {first} ({'negative' if lower_is_better(c) else 'positive'} = better)" for c in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(metrics)) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(metrics)) + "|"]
     for _, row in block.iterrows():
         if not np.isfinite(row.get(f"{metrics[0]}_diff_vs_finetune", np.nan)):
             continue
-        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"])]
+        w = row.get("w")
+        cells = [str(row["dataset"]), str(row["method"]), str(row["rule"]), f"{w:g}" if np.isfinite(w) else ""]
         cells += [_signed(row, f"{c}_diff_vs_finetune", COLUMNS[c].digits,
                           significant=bool(row.get(f"{c}_significant_vs_finetune"))) for c in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,7 +144,9 @@ def _comparison_table(block: pd.DataFrame, first: str) -> str:
 
 
 def _weights(exp: Experiment, name: str) -> str:
-    return run_values(variant(exp, name))["fine-tuned weights"]
+    adapter = variant(exp, name).finetune.adapter
+    return "every weight" if adapter is None else \
+        f"LoRA rank {adapter.rank}, alpha {adapter.alpha:g} on {', '.join(adapter.targets)}"
 
 
 def describe_variants(exp: Experiment) -> str:
