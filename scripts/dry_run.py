@@ -4,10 +4,10 @@
                               [--exp paper|paper-lora] [KEY=VALUE ...]
 
 Writes the stand-ins (benchmark.standins: random weights of the real architectures, a small Caltech-101-layout
-folder of real images) once, then runs ``dogbench run --exp paper`` (or ``--exp paper-lora``) on them with small overrides, in a child process
-whose wall time and peak resident memory it measures, and checks what the run must have produced: the VAE latent
-cache, the fine-tune's EMA export, sample sets of none, CFG and DoG, FID and FD_DINOv2 in runs.csv, the leaderboard,
-PROTOCOL.md and offline W&B runs. Prints one JSON summary (and writes it with --json); exits 1 when a check fails.
+folder of real images) once, then runs ``dogbench run --exp paper`` (or ``--exp paper-lora``) on them with small
+overrides, in a child process whose wall time and peak resident memory it measures, and checks what the run must
+have produced: the VAE latent cache, the fine-tune's EMA export, sample sets of none, CFG and DoG, FID and FD_DINOv2
+in runs.csv, the leaderboard, PROTOCOL.md and offline W&B runs. Prints one JSON summary (and writes it with --json); exits 1 when a check fails.
 
 Profiles (``auto``: gpu when CUDA is available, else cpu). All three run the SD-VAE architecture, the FID Inception,
 DINOv2 ViT-L/14 and a source and a fine-tuned DiT through the paper's code; they differ in the DiT and the size:

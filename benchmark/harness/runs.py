@@ -61,7 +61,8 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
         if column not in df.columns:
             df[column] = np.nan
     if len(df):
-        for column in (c for c in RUN_KEY if c not in ("w", "params", VARIANT)):  # w: none for real images and some methods
+        # w: none for real images and some methods; finetune: empty for one fine-tune
+        for column in (c for c in RUN_KEY if c not in ("w", "params", VARIANT)):
             lacking = df[column].isna()
             if lacking.any():
                 raise ValueError(f"runs rows need {', '.join(RUN_KEY)}; {lacking.sum()} row(s) lack {column!r}")
