@@ -15,6 +15,7 @@ from benchmark.harness.run import current_rows, expected_hashes
 from benchmark.harness.runs import RUNS_COLUMNS, VARIANT, merge_runs, read_runs, runs_frame, write_runs
 from benchmark import standins
 from benchmark.io import REPO_ROOT
+from wandb_records import read_runs as read_wandb_runs
 
 DS = "caltech101-32"
 LORA4 = {"adapter": {"kind": "lora", "rank": 4, "alpha": 4}}
@@ -199,6 +200,12 @@ def test_two_variants_end_to_end(tiny_experiment):
     assert "## fine-tune full" in text and "### lora-r2 minus full" in text and "LoRA rank 2, alpha 2" in text
     assert "## Fine-tune variants" in (out / "PROTOCOL.md").read_text()
     assert (out / "plots" / "full").is_dir() and (out / "plots" / "lora-r2").is_dir()
+    runs_logged = read_wandb_runs(out)  # W&B: the variant in the fine-tunes' names and every run's tags
+    fine_tunes = sorted(r["name"] for r in runs_logged if r["job_type"] == "fine-tune")
+    assert fine_tunes == ["folder-fine-tune-full", "folder-fine-tune-lora-r2"]
+    evaluated = [r for r in runs_logged if r["job_type"] == "evaluate"]
+    assert {t for r in evaluated for t in r["tags"] if t.startswith("finetune:")} == {"finetune:full",
+                                                                                     "finetune:lora-r2"}
     before = (out / "runs.csv").read_text()
     assert main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress",
                  "--finetunes", "lora-r2"]) == 0

@@ -124,7 +124,7 @@ def report_runs(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[RunSp
 def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, stages: Sequence[str],
                 tracker, progress: bool = True, variant: str = ONE) -> list[dict]:
     """The rows of one dataset under one fine-tune: ``exp`` is the variant's experiment (finetunes.variant)."""
-    ctx = DatasetContext(exp, dataset, results_dir, device, progress)
+    ctx = DatasetContext(exp, dataset, results_dir, device, progress, variant=variant)
     tagged = {VARIANT: variant} if variant else {}
     num_classes = stage_prepare(ctx)  # a check, always: every other stage needs the data
     log(f"{dataset}: {num_classes} classes")

@@ -93,11 +93,13 @@ def sync_command(directory: str | os.PathLike) -> str:
     return f"wandb sync {Path(directory) / 'wandb'}/offline-run-*"
 
 
-def finetune_wandb_run(exp, dataset: str, results_dir: str | os.PathLike) -> WandbRun:
+def finetune_wandb_run(exp, dataset: str, results_dir: str | os.PathLike, variant: str = "") -> WandbRun:
     """How the harness files a fine-tune's W&B run (``RunOutput.wandb_run``): beside the experiment's other
     runs in ``results_dir/wandb``, in its group, job type fine-tune, with the experiment and the stage's hash."""
-    return WandbRun(directory=Path(results_dir), group=exp.name, job_type="fine-tune", name=f"{dataset}-fine-tune",
-                    tags=(tag("dataset", dataset), tag("phase", "fine-tune")),
+    return WandbRun(directory=Path(results_dir), group=exp.name, job_type="fine-tune",
+                    name=f"{dataset}-fine-tune" + (f"-{variant}" if variant else ""),
+                    tags=(tag("dataset", dataset), tag("phase", "fine-tune"))
+                    + ((tag("finetune", variant),) if variant else ()),  # a variant of finetunes:
                     config={"experiment": exp.name, "stage": "finetune",
                             "stage_hash": stage_hash(exp, "finetune", dataset), "experiment_config": exp.to_dict()})
 
