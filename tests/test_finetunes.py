@@ -1,6 +1,7 @@
 """Several fine-tunes of one target in one experiment (``finetunes:``): each variant is a partial ``finetune``, run
 as the experiment with that fine-tune; runs.csv's ``finetune`` column names it; the leaderboard has each variant's
 block and its paired comparison with the first variant. Without ``finetunes`` nothing changes."""
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -14,7 +15,11 @@ from benchmark.harness.methods import run_spec
 from benchmark.harness.run import current_rows, expected_hashes
 from benchmark.harness.runs import RUNS_COLUMNS, VARIANT, merge_runs, read_runs, runs_frame, write_runs
 from benchmark import standins
+from benchmark.harness.variant_report import variant_leaderboard, variant_markdown
 from benchmark.io import REPO_ROOT
+from benchmark.metrics.frechet import gaussian_stats
+from benchmark.metrics.reference import ReferenceStats
+from benchmark.metrics.scores import Reference, ScoredSet
 from wandb_records import read_runs as read_wandb_runs
 
 DS = "caltech101-32"
@@ -165,6 +170,41 @@ def test_paper_lora_takes_the_dry_runs_standin_overrides(tmp_path):
                                                "description": variant(lora, "full").description}
     assert variant(lora, "lora-r16").finetune == paper.finetune.replaced(adapter={"kind": "lora", "rank": 16,
                                                                                   "alpha": 16})
+
+
+def test_a_later_variant_is_compared_with_the_first_on_paired_sets():
+    """lora-r4's fine-tune-only set is full's exactly: its difference is 0 with a zero-width interval, which only a
+    paired bootstrap (the same indices for both) gives; its DoG set is shifted away from the reference: a positive
+    difference whose interval excludes 0. DoG vs CFG stays within each variant."""
+    exp = small(finetunes={"full": {}, "lora-r4": LORA4}, report={"seeds": [1], "bootstrap": 50, "controls": False},
+                evaluation={"metrics": ["fd_effnet"], "select_by": "fd_effnet"}, sampling={"num_samples": 80})
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, (2000, 4))
+    reference = Reference(ReferenceStats(*gaussian_stats(ref), ref[:300].astype(np.float32), 2000, {}))
+    base = {m: rng.normal(0, 1, (80, 4)).astype(np.float32) + shift for m, shift in
+            (("none", 1.0), ("cfg", 0.8), ("dog", 0.3))}
+    sets, rows = {}, []
+    for name, moved in (("full", 0.0), ("lora-r4", 0.7)):
+        for method, w in (("none", 1.0), ("cfg", 2.0), ("dog", 2.0)):
+            features = base[method] + (moved if method == "dog" else 0.0)
+            sets[f"{name}/{method}"] = ScoredSet({"effnet": features}, {"effnet": reference})
+            common = {"dataset": DS, "method": method, "w": w, "num_samples": 80, VARIANT: name}
+            rows.append({**common, "phase": "report", "seed": 1, "sample_dir": f"{name}/{method}"})
+            rows.append({**common, "phase": "selection", "seed": 0, "sample_dir": "unused",
+                         "fd_effnet": {"none": 3, "cfg": 2, "dog": 1}[method]})
+    board = variant_leaderboard(exp, runs_frame(rows), lambda row: sets[row["sample_dir"]])
+    assert list(dict.fromkeys(board[VARIANT])) == ["full", "lora-r4"]
+    lora = board[board[VARIANT] == "lora-r4"].set_index("method")
+    assert "fd_effnet_diff_vs_finetune" not in board[board[VARIANT] == "full"].dropna(axis=1, how="all")
+    none, dog = lora.loc["none"], lora.loc["dog"]
+    assert none["fd_effnet_diff_vs_finetune"] == none["fd_effnet_diff_vs_finetune_low"] == \
+        none["fd_effnet_diff_vs_finetune_high"] == 0.0
+    assert dog["fd_effnet_diff_vs_finetune_low"] > 0 and dog["fd_effnet_significant_vs_finetune"]
+    full_dog = board[(board[VARIANT] == "full") & (board["method"] == "dog")].iloc[0]
+    assert dog["fd_effnet_diff_vs_cfg"] == pytest.approx(dog["fd_effnet"] - lora.loc["cfg"]["fd_effnet"])
+    assert dog["fd_effnet_diff_vs_finetune"] == pytest.approx(dog["fd_effnet"] - full_dog["fd_effnet"])
+    text = variant_markdown(exp, board)
+    assert text.index("## fine-tune full") < text.index("## fine-tune lora-r4") < text.index("### lora-r4 minus full")
 
 
 # -- end to end ---------------------------------------------------------------------------------------------------
