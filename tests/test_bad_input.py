@@ -432,7 +432,10 @@ CASES = [
      "finetunes.q.adapter.targets: 'blocks.9' matches no Linear layer of the source DiT"),
     ("sweep-finetunes-several", ["sweep", "--exp", "{tiny}", "--results-root", "{tiny_results}", "--dataset", "folder",
                                  "finetunes={{a: {{}}, b: {{lr: 0.001}}}}"],
-     "dogbench sweep searches one fine-tune; experiment tiny has 2 finetunes (a, b)"),
+     "dogbench sweep runs one fine-tune; experiment tiny has 2 finetunes (a, b)"),
+    ("finetune-config-with-several-finetunes", ["finetune", "--config", "lora", "--dataset", "caltech101-32", "--out",
+                                                "{out}"], "dogbench finetune --config runs one fine-tune; experiment "
+                                                          "lora has 3 finetunes (full, lora-r4, lora-r16)"),
     ("methods-plugin-missing", ["methods", "no_such_module:rule"], "module 'no_such_module' does not import"),
     ("methods-plugin-not-a-method", ["methods", "guidance_plugin:not_a_method"], "is a int, not a"),
     ("no-command-typo", ["sampel"], "invalid choice: 'sampel'"),

@@ -119,7 +119,7 @@ def test_finetunes_flag_picks_variants_and_names_an_unknown_one():
 
 def test_sweep_takes_one_variant_and_refuses_several():
     assert one_finetune(small(finetunes={"lora-r4": LORA4}), "dogbench sweep").finetune.adapter.rank == 4
-    with pytest.raises(UserError, match="dogbench sweep searches one fine-tune; experiment t has 2 finetunes"):
+    with pytest.raises(UserError, match="dogbench sweep runs one fine-tune; experiment t has 2 finetunes"):
         one_finetune(small(finetunes={"full": {}, "lora-r4": LORA4}), "dogbench sweep")
 
 

@@ -120,10 +120,11 @@ def parse_selection(exp: "Experiment", text: Optional[str]) -> Optional[list[str
 
 
 def one_finetune(exp: "Experiment", command: str) -> "Experiment":
-    """The experiment for a command that runs one fine-tune (``dogbench sweep``): itself, or its only variant."""
+    """The experiment for a command that runs one fine-tune (``dogbench sweep``, ``dogbench finetune --config``):
+    itself, or its only variant."""
     names = variant_names(exp)
     if len(names) > 1:
-        raise UserError(f"{command} searches one fine-tune; experiment {exp.name} has {len(names)} finetunes "
-                        f"({', '.join(names)}): sweep one with an experiment file of base: {exp.name}, "
+        raise UserError(f"{command} runs one fine-tune; experiment {exp.name} has {len(names)} finetunes "
+                        f"({', '.join(names)}): pick one with an experiment file of base: {exp.name}, "
                         f"finetunes: null and that variant's finetune keys")
     return variant(exp, names[0])
