@@ -1,12 +1,13 @@
 """The paper's protocol end to end on stand-in weights, at a size that finishes in minutes: `make dry-run`.
 
-    python scripts/dry_run.py [--profile auto|cpu|cpu-xl|gpu] [--dir .dryrun] [--device DEV] [--json PATH] [KEY=VALUE ...]
+    python scripts/dry_run.py [--profile auto|cpu|cpu-xl|gpu] [--dir .dryrun] [--device DEV] [--json PATH]
+                              [--exp paper|paper-lora] [KEY=VALUE ...]
 
 Writes the stand-ins (benchmark.standins: random weights of the real architectures, a small Caltech-101-layout
-folder of real images) once, then runs ``dogbench run --exp paper`` on them with small overrides, in a child process
-whose wall time and peak resident memory it measures, and checks what the run must have produced: the VAE latent
-cache, the fine-tune's EMA export, sample sets of none, CFG and DoG, FID and FD_DINOv2 in runs.csv, the leaderboard,
-PROTOCOL.md and offline W&B runs. Prints one JSON summary (and writes it with --json); exits 1 when a check fails.
+folder of real images) once, then runs ``dogbench run --exp paper`` (or ``--exp paper-lora``) on them with small
+overrides, in a child process whose wall time and peak resident memory it measures, and checks what the run must
+have produced: the VAE latent cache, the fine-tune's EMA export, sample sets of none, CFG and DoG, FID and FD_DINOv2
+in runs.csv, the leaderboard, PROTOCOL.md and offline W&B runs. Prints one JSON summary (and writes it with --json); exits 1 when a check fails.
 
 Profiles (``auto``: gpu when CUDA is available, else cpu). All three run the SD-VAE architecture, the FID Inception,
 DINOv2 ViT-L/14 and a source and a fine-tuned DiT through the paper's code; they differ in the DiT and the size:
@@ -78,7 +79,8 @@ def check_outputs(results: Path) -> dict[str, bool]:
     }
 
 
-def dry_run(profile: str, root: Path, device: str | None = None, extra: list[str] = (), log=print) -> dict:
+def dry_run(profile: str, root: Path, device: str | None = None, extra: list[str] = (), log=print,
+            experiment: str = "paper") -> dict:
     """Write the stand-ins under ``root``, run the protocol on them into ``root/results``; the summary dict."""
     spec = PROFILES[profile]
     standins = root / "standins"  # one folder for every profile: only the DiT file differs between them
@@ -88,7 +90,7 @@ def dry_run(profile: str, root: Path, device: str | None = None, extra: list[str
     results_root = root / "results"
     overrides = [f"name={NAME}", *experiment_overrides(paths, spec["model"], spec["image_size"]),
                  "tracking.wandb.mode=offline", *spec["overrides"], *extra]
-    command = [sys.executable, "-m", "benchmark.cli", "run", "--exp", "paper", "--results-root", str(results_root),
+    command = [sys.executable, "-m", "benchmark.cli", "run", "--exp", experiment, "--results-root", str(results_root),
                "--no-progress", *(["--device", device] if device else []), *overrides]
     log("dry run: " + " ".join(command[1:]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -114,6 +116,8 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default=str(REPO / ".dryrun"), help="stand-ins and results go here (default: .dryrun)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--json", default=None, help="also write the summary here")
+    p.add_argument("--exp", default="paper", help="the protocol run on the stand-ins: paper, or a file based on it "
+                                                  "such as paper-lora (default: paper)")
     p.add_argument("--fresh", action="store_true", help="delete the previous dry run's results first (stand-ins stay)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more experiment overrides")
     args = p.parse_args(argv)
@@ -123,7 +127,7 @@ def main(argv=None) -> int:
 
         shutil.rmtree(root / "results", ignore_errors=True)
     profile = auto_profile() if args.profile == "auto" else args.profile
-    summary = dry_run(profile, root, args.device, args.overrides)
+    summary = dry_run(profile, root, args.device, args.overrides, experiment=args.exp)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json:

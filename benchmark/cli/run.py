@@ -7,6 +7,7 @@ from benchmark.cli.common import quiet_third_party, results_folder
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.io import RESULTS_ROOT_HELP
+from benchmark.harness.finetunes import parse_selection
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.run import STAGE_ORDER, run_experiment
 
@@ -15,6 +16,8 @@ def configure(p, name: str) -> None:
     p.add_argument("--exp", default="default", help="experiment: a name in ./experiments or the package's, or a YAML "
                                                     "path (default: default)")
     p.add_argument("--datasets", default=None, help="comma-separated subset of the experiment's datasets (default: all)")
+    p.add_argument("--finetunes", default=None, help="comma-separated subset of the experiment's fine-tune variants "
+                                                     "(its finetunes: mapping; default: all)")
     stages = p.add_mutually_exclusive_group()
     stages.add_argument("--stages", default=None,
                         help=f"run exactly these stages, comma-separated from {','.join(STAGE_ORDER)}; an earlier "
@@ -40,6 +43,7 @@ def run(args) -> int:
         if unknown:
             raise UserError(f"--datasets {','.join(unknown)} not in experiment {exp.name} ({', '.join(exp.dataset_names())}); "
                             f"add them to its datasets or override datasets=[...]")
+    finetunes = parse_selection(exp, args.finetunes)
     if args.until:
         stages = list(STAGE_ORDER[:STAGE_ORDER.index(args.until) + 1])
     else:
@@ -52,5 +56,5 @@ def run(args) -> int:
     device = str(resolve_device(args.device))
     results_folder(exp, args.results_root)  # writable before any work: a wrong --results-root loses nothing
     run_experiment(exp, datasets, stages, device, args.results_root,
-                   progress=not args.no_progress and sys.stderr.isatty())
+                   progress=not args.no_progress and sys.stderr.isatty(), finetunes=finetunes)
     return 0

@@ -5,6 +5,7 @@ from benchmark.cli.common import quiet_third_party, results_folder
 from benchmark.devices import resolve_device
 from benchmark.errors import UserError
 from benchmark.io import RESULTS_ROOT_HELP
+from benchmark.harness.finetunes import one_finetune
 from benchmark.harness.loading import load_experiment
 from benchmark.harness.storage import check_storage_url
 from benchmark.harness.sweep import run_sweep, study_dir
@@ -33,7 +34,7 @@ def configure(p, name: str) -> None:
 
 
 def run(args) -> int:
-    exp = load_experiment(args.exp, args.overrides)
+    exp = one_finetune(load_experiment(args.exp, args.overrides), "dogbench sweep")
     if args.dataset not in exp.dataset_names():
         raise UserError(f"--dataset {args.dataset} is not in experiment {exp.name} ({', '.join(exp.dataset_names())})")
     for flag in ("trials", "total_trials"):

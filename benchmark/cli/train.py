@@ -8,6 +8,7 @@ from benchmark.cli.common import output_folder
 from benchmark.cli.flags import add_settings_flags, settings_from_args
 from benchmark.errors import UserError
 from benchmark.io import DATA_ROOT_HELP
+from benchmark.harness.finetunes import one_finetune
 from benchmark.harness.loading import find_experiment, load_experiment, read_yaml
 from benchmark.models import DEFAULT_VAE
 from benchmark.models.settings import ArchitectureSettings, AutoencoderSettings, SourceSettings
@@ -63,7 +64,8 @@ def read_config(config, command: str) -> tuple[dict, dict]:
     path = Path(config).expanduser()
     data = read_yaml(path) if path.is_file() else None
     if data is None or "datasets" in data or "base" in data:  # an experiment
-        exp = load_experiment(path if path.is_file() else find_experiment(config), check_storage=False)
+        exp = one_finetune(load_experiment(path if path.is_file() else find_experiment(config), check_storage=False),
+                           f"dogbench {command} --config")
         source = {**exp.source.to_dict(), "checkpoint": exp.source_checkpoint()}
         data_root = str(exp.data_dir()) if exp.data_root else None
         extras = {"source": source, "autoencoder": exp.autoencoder_spec(), "data_root": data_root,

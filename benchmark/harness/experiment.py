@@ -26,6 +26,7 @@ from benchmark.data import DatasetSpec, dataset_names, get_dataset
 from benchmark.data.settings import OwnDataset
 from benchmark.errors import did_you_mean
 from benchmark.guidance import W_DECIMALS, GuidanceScale, MethodSpec
+from benchmark.harness.finetunes import check_variants
 from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
                                        run_spec)
 from benchmark.io import data_root, results_root
@@ -34,7 +35,7 @@ from benchmark.metrics.settings import EvaluationSettings
 from benchmark.models import DEFAULT_VAE
 from benchmark.models.settings import AUTOENCODER_NAMES, Autoencoder, SourceSettings
 from benchmark.sampling.settings import SamplingSettings
-from benchmark.settings import HOW, Count, Index, Real, Settings, identity, non_empty
+from benchmark.settings import ADDED, HOW, Count, Index, Real, Settings, identity, non_empty
 from benchmark.tracking import WandbSettings
 from benchmark.training.settings import StrategySettings, TrainSettings
 
@@ -202,6 +203,9 @@ class Experiment(Settings):
     source: SourceSettings = SourceSettings()
     autoencoder: Autoencoder = DEFAULT_VAE
     finetune: TrainSettings = TrainSettings()
+    finetunes: Optional[dict[str, Any]] = Field(None, json_schema_extra={"null_word": "none", **identity(ADDED)})
+    """named fine-tune variants, each a partial finetune, e.g. {full: {}, lora-r4: {adapter: {kind: lora, rank: 4}}}
+    (benchmark/harness/finetunes.py); null = the one finetune"""
     methods: Annotated[MethodList, non_empty("methods=[none, cfg, dog]")] = list(METHODS)
     """guidance methods compared: registry names (none, cfg, dog, cfg+dog, autoguidance), module:attribute, or
     {name, label, params, grid, guides} entries (benchmark/harness/methods.py)"""
@@ -282,6 +286,7 @@ class Experiment(Settings):
         if shared:
             raise ValueError(f"report.seeds and selection.seeds share seed(s) {shared}: the reported numbers would "
                              f"reuse the noise w was chosen on; give report.seeds other seeds")
+        check_variants(self)
         return self
 
     # -- paths ------------------------------------------------------------------------------------------------------
@@ -396,6 +401,10 @@ class Experiment(Settings):
         return tuple(self.sweep.w_range) if self.sweep.w_range else (min(values), max(values))
 
     # -- serialization ----------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Without a null ``finetunes``: a one-fine-tune experiment's config stays what it was."""
+        return {k: v for k, v in super().to_dict().items() if k != "finetunes" or v is not None}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -222,17 +222,23 @@ class _Statistic:
         return out
 
 
+def planned_rows(exp: Experiment, runs: pd.DataFrame) -> list[Row]:
+    """The leaderboard's rows (each with its report sets) that the runs rows complete."""
+    runs = runs_frame(runs)
+    report = runs[runs["phase"] == "report"]
+    if not len(report):
+        return []
+    choice = chosen(runs[runs["phase"] == "selection"], exp.evaluation.select_by, exp.unguided_methods())
+    return _plan_rows(exp, report, runs[runs["phase"] == "control"], choice)
+
+
 def build_leaderboard(exp: Experiment, runs: pd.DataFrame, scores: Scores) -> pd.DataFrame:
     """The leaderboard table from the current runs rows (see the module docstring); ``scores`` gives the scored
     sample set of a runs row (``benchmark.harness.stages.scored_sets``: the features its evaluation cached)."""
     runs = runs_frame(runs)
     selection = runs[runs["phase"] == "selection"]
-    report = runs[runs["phase"] == "report"]
-    if not len(report):
-        return pd.DataFrame()
     shared = exp.unguided_methods()
-    rows = _plan_rows(exp, report, runs[runs["phase"] == "control"],
-                      chosen(selection, exp.evaluation.select_by, shared))
+    rows = planned_rows(exp, runs)
     if not rows:
         return pd.DataFrame()
     first = {(r.method, r.rule) for r in rows if r.dataset == exp.dataset_names()[0]}

@@ -132,7 +132,9 @@ def _report_points(ax, board: Optional[pd.DataFrame], dataset: str, metric: str,
     for i, row in enumerate(rows.itertuples()):
         label, colour = method_style(row.method, others)
         value, low, high = (float(getattr(row, c)) for c in (metric, f"{metric}_low", f"{metric}_high"))
-        ax.errorbar([row.w], [value], yerr=[[value - low], [high - value]], marker="D", ms=6, capsize=4,
+        # a metric every resample gives the same value (precision 1 on a tiny set) ends 1e-16 outside its interval
+        ax.errorbar([row.w], [value], yerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]], marker="D", ms=6,
+                    capsize=4,
                     color=colour, markeredgecolor="black", ls="none",
                     label="leaderboard: report seeds, 95% interval" if i == 0 else None)
 

@@ -19,13 +19,13 @@ from PIL import Image
 from benchmark.devices import default_device
 from benchmark.guidance import PRETRAINED
 from benchmark.harness.experiment import Experiment
+from benchmark.harness.finetunes import ONE, check_adapter_targets, variant_names, variants
 from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
-from benchmark.harness.leaderboard import UNGUIDED_SPEC, build_leaderboard, noise_seeds, report_plan, write_leaderboard
-from benchmark.harness.leaderboard_md import describe, to_markdown
+from benchmark.harness.leaderboard import UNGUIDED_SPEC, noise_seeds, report_plan, write_leaderboard
+from benchmark.harness.leaderboard_md import describe
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
-from benchmark.harness.protocol import write_protocol
-from benchmark.harness.runs import run_provenance, update_runs
+from benchmark.harness.runs import VARIANT, run_provenance, update_runs
 from benchmark.harness.sources import check_recorded_sources
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
@@ -33,6 +33,8 @@ from benchmark.claims import share
 from benchmark.harness.stages import (DatasetContext, claimed, log, sample_folder, scored_sets, stage_evaluate,
                                       stage_finetune, stage_latents, stage_prepare, stage_real_control, stage_sample)
 from benchmark.metrics.evaluate import real_control_split
+from benchmark.harness.variant_report import describe_variants, variant_leaderboard, variant_markdown, \
+    write_variant_protocol
 from benchmark.harness.wandb_log import NullTracker, make_tracker
 from benchmark.data import locate_dataset
 from benchmark.errors import UserError
@@ -120,8 +122,10 @@ def report_runs(exp: Experiment, dataset: str, chosen: dict) -> list[tuple[RunSp
 
 
 def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, stages: Sequence[str],
-                tracker, progress: bool = True) -> list[dict]:
-    ctx = DatasetContext(exp, dataset, results_dir, device, progress)
+                tracker, progress: bool = True, variant: str = ONE) -> list[dict]:
+    """The rows of one dataset under one fine-tune: ``exp`` is the variant's experiment (finetunes.variant)."""
+    ctx = DatasetContext(exp, dataset, results_dir, device, progress, variant=variant)
+    tagged = {VARIANT: variant} if variant else {}
     num_classes = stage_prepare(ctx)  # a check, always: every other stage needs the data
     log(f"{dataset}: {num_classes} classes")
     later = [s for s in STAGE_ORDER if s in stages]
@@ -150,10 +154,10 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
         result = stage_evaluate(ctx, spec, folder, n)  # every rank: the features are extracted in shares
         if rank != 0:
             return None, result["metrics"]
-        grid = save_sample_grid(folder, ctx.dir / "grids" / grid_name(spec))
-        row = run_row(ctx, spec, result, n, phase, folder.root)
+        grid = save_sample_grid(folder, ctx.dir / "grids" / variant / grid_name(spec))
+        row = {**run_row(ctx, spec, result, n, phase, folder.root), **tagged}
         tracker.log_run(dataset, spec.method, spec.w, result["metrics"], seed=spec.seed, images={"grid": grid},
-                        phase=phase, num_samples=n, stage_hash=row["config_hash"])
+                        phase=phase, num_samples=n, stage_hash=row["config_hash"], config=tagged)
         return row, result["metrics"]
 
     specs = exp.selection_runs(dataset)
@@ -175,9 +179,9 @@ def run_dataset(exp: Experiment, dataset: str, results_dir: Path, device: str, s
     if exp.report.controls:
         n, seed = exp.sampling.num_samples, exp.report.seeds[0]
         result, root = stage_real_control(ctx, n, seed)
-        rows.append(run_row(ctx, None, result, n, "control", root, seed=seed))
+        rows.append({**run_row(ctx, None, result, n, "control", root, seed=seed), **tagged})
         tracker.log_run(dataset, "real", float("nan"), result["metrics"], seed=seed, phase="control", num_samples=n,
-                        stage_hash=rows[-1]["config_hash"])
+                        stage_hash=rows[-1]["config_hash"], config=tagged)
     return [row for row in rows if row is not None] if rank == 0 else []
 
 
@@ -185,8 +189,11 @@ def current_rows(exp: Experiment, runs):
     """The runs.csv rows made by the experiment's current settings (rows of changed settings stay in the file)."""
     if not len(runs):
         return runs
-    expected = set().union(*(expected_hashes(exp, d) for d in exp.dataset_names()))
-    return runs[runs["config_hash"].astype(str).isin(expected) & runs["dataset"].isin(exp.dataset_names())]
+    keep = runs["dataset"].isin(())  # no row yet; each variant adds the rows its settings make
+    for name, one in variants(exp).items():
+        expected = set().union(*(expected_hashes(one, d) for d in exp.dataset_names()))
+        keep |= runs["config_hash"].astype(str).isin(expected) & (runs[VARIANT] == name)
+    return runs[keep & runs["dataset"].isin(exp.dataset_names())]
 
 
 def setting_text(w: float, params: str) -> str:
@@ -197,9 +204,9 @@ def grid_name(run: RunSpec) -> str:
     return f"{run.spec.slug()}-seed{run.seed}.png"
 
 
-def sample_grid_figures(exp: Experiment, results_dir: Path, board) -> dict:
+def sample_grid_figures(exp: Experiment, results_dir: Path, board, variant: str = ONE) -> dict:
     """Per dataset, sample grids side by side (first report seed): fine-tune only, and each method at its
-    selected w and at each fixed w."""
+    selected w and at each fixed w (``exp``: the variant's experiment; its grids and plots in folders of its name)."""
     names = {"none": "fine-tune only", "cfg": "CFG", "dog": "DoG"}
     seed = exp.report.seeds[0]
     figures = {}
@@ -209,12 +216,12 @@ def sample_grid_figures(exp: Experiment, results_dir: Path, board) -> dict:
         choice = {(dataset, r.method): (float(r.w), r.params if isinstance(r.params, str) else "")
                   for r in best.itertuples()} if len(best) else {}
         for label, rule, spec in report_plan(exp, dataset, choice):
-            grid = results_dir / dataset / "grids" / grid_name(run_spec(dataset, label, spec, seed))
+            grid = results_dir / dataset / "grids" / variant / grid_name(run_spec(dataset, label, spec, seed))
             if grid.exists():
                 panels[f"{names.get(label, label)} {rule} ({spec.describe()})"] = grid
         if panels:
-            figures[f"samples_{dataset}"] = compose_sample_grids(
-                panels, results_dir / "plots" / f"samples_{dataset}.png",
+            figures[f"samples_{dataset}" + (f"_{variant}" if variant else "")] = compose_sample_grids(
+                panels, results_dir / "plots" / variant / f"samples_{dataset}.png",
                 title=f"{dataset}: report seed {seed}; w chosen by {exp.evaluation.select_by} on the selection seeds")
     return figures
 
@@ -228,21 +235,28 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
         return None
     log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
         f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
-    board = build_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
+    board = variant_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
     write_leaderboard(board, results_dir / "leaderboard.csv")
-    markdown = to_markdown(board) if len(board) else "(no report sample sets evaluated yet)"
+    markdown = variant_markdown(exp, board) if len(board) else "(no report sample sets evaluated yet)"
+    experiments = variants(exp)
     real = ("are part of" if real_control_split(exp.evaluation.ref_split) == exp.evaluation.ref_split
             else "are not part of")
     atomic_write_text(results_dir / "leaderboard.md",
-                      f"# {exp.name}\n\n{describe(exp, board)} The real-data control's images {real} the reference "
-                      f"statistics (reference: {exp.evaluation.ref_split} split). Protocol: PROTOCOL.md.\n\n"
+                      f"# {exp.name}\n\n{describe(next(iter(experiments.values())), board)} The real-data control's "
+                      f"images {real} the reference statistics (reference: {exp.evaluation.ref_split} split)."
+                      f"{describe_variants(exp)} Protocol: PROTOCOL.md.\n\n"
                       f"{markdown}\n")
-    protocol = write_protocol(exp, results_dir / "PROTOCOL.md", runs)
-    selection = runs[runs["phase"] == "selection"]
-    # every method whose grid holds the unguided point shares the fine-tune-only set there (w = 1 on its line)
-    figures = {f"{m}_vs_w": p for m, p in plot_metrics_vs_w(selection, results_dir / "plots", board=board,
-                                                              shared_w1=sorted(exp.unguided_methods() - {"none"})).items()}
-    figures.update(sample_grid_figures(exp, results_dir, board))
+    protocol = write_variant_protocol(exp, results_dir / "PROTOCOL.md", runs)
+    figures = {}
+    for name, one in experiments.items():  # one fine-tune: plots/; several: plots/<variant>/
+        mine = runs[(runs[VARIANT] == name) & (runs["phase"] == "selection")]
+        block = board[board[VARIANT] == name] if VARIANT in board.columns else board
+        suffix = f"_{name}" if name else ""
+        # every method whose grid holds the unguided point shares the fine-tune-only set there (w = 1 on its line)
+        figures.update({f"{m}_vs_w{suffix}": p for m, p in plot_metrics_vs_w(
+            mine, results_dir / "plots" / name, board=block,
+            shared_w1=sorted(one.unguided_methods() - {"none"})).items()})
+        figures.update(sample_grid_figures(one, results_dir, block, name))
     tracker.log_summary(board, runs, figures, protocol=protocol)
     return markdown
 
@@ -267,7 +281,10 @@ def resolved_paths(exp: Experiment, results_dir: Path) -> dict:
 
 
 def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, stages: Sequence[str] = STAGE_ORDER,
-                   device: Optional[str] = None, results_root=None, progress: bool = True) -> Optional[str]:
+                   device: Optional[str] = None, results_root=None, progress: bool = True,
+                   finetunes: Optional[Sequence[str]] = None) -> Optional[str]:
+    """Every stage of every dataset under each fine-tune variant (``finetunes``: a subset of their names), then the
+    report of every variant whose rows exist."""
     device = setup(device or default_device())
     results_dir = exp.results_dir(results_root)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -285,10 +302,15 @@ def run_experiment(exp: Experiment, datasets: Optional[Sequence[str]] = None, st
         f"{exp.report.seeds} ({exp.sampling.num_samples} images); device {device}")
     rank, _ = rank_world()
     tracker = make_tracker(exp, results_root) if rank == 0 else NullTracker()
+    chosen = variants(exp, finetunes)
+    check_adapter_targets(chosen)  # every variant's, before the first one runs
+    if exp.finetunes is not None:
+        log(f"fine-tunes {', '.join(chosen)} (of {', '.join(variant_names(exp))}), one after another")
     rows = []
     with tracker:
-        for dataset in datasets:
-            rows += run_dataset(exp, dataset, results_dir, device, stages, tracker, progress and rank == 0)
+        for name, one in chosen.items():
+            for dataset in datasets:
+                rows += run_dataset(one, dataset, results_dir, device, stages, tracker, progress and rank == 0, name)
         markdown = report(exp, results_dir, rows, tracker) if "report" in stages and rank == 0 else None
     if markdown:
         print(f"\n{exp.name}: leaderboard ({results_dir / 'leaderboard.csv'})\n\n{markdown}\n")

@@ -1,12 +1,14 @@
 """runs.csv: one row per evaluated sample set, with everything needed to trust and reproduce it.
 
-A row is keyed by (dataset, phase, method, w, params, seed): ``method`` is the label of an experiment's method
+A row is keyed by (dataset, phase, method, w, params, seed, finetune): ``method`` is the label of an experiment's method
 entry (``none`` for the unguided set), ``w`` its scale (empty for a method without one), ``params`` its other
 parameters as ``name=value`` words (empty for none, cfg and dog). ``phase`` says what the samples were for: ``selection`` (choose
 each method's best w; never reported), ``report`` (the numbers the leaderboard shows, on seeds that share no noise
 with the selection seeds) or ``control`` (the real-data floor and the seed-noise row). Then the metrics, then the
 provenance: sample count, checkpoint hashes, feature networks, library versions, git commit, config hash, time, and
-the sample folder (relative to the results folder) whose cached features every interval is computed from.
+the sample folder (relative to the results folder) whose cached features every interval is computed from. Last,
+``finetune``: the fine-tune variant that sampled (benchmark/harness/finetunes.py; empty in an experiment of one
+fine-tune), appended after the columns that files written before it have.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import datetime
 import math
 import os
 import subprocess
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,8 @@ from benchmark.metrics.registry import COLUMN_ORDER as METRICS
 
 PHASES = ("selection", "report", "control")
 CONTROL_METHODS = ("real",)  # a control row that is not a generator: real target images scored like samples
-RUN_KEY = ("dataset", "phase", "method", "w", "params", "seed")
+VARIANT = "finetune"  # the fine-tune variant's name; "" for an experiment of one fine-tune
+RUN_KEY = ("dataset", "phase", "method", "w", "params", "seed", VARIANT)
 PROVENANCE_COLUMNS = (
     "num_samples",          # images the metrics were computed on
     "sampling_steps",
@@ -45,7 +48,7 @@ PROVENANCE_COLUMNS = (
     "sample_dir",           # the sample folder, relative to the results folder (its cached features)
     "timestamp",            # UTC, ISO 8601
 )
-RUNS_COLUMNS = RUN_KEY + METRICS + PROVENANCE_COLUMNS
+RUNS_COLUMNS = tuple(k for k in RUN_KEY if k != VARIANT) + METRICS + PROVENANCE_COLUMNS + (VARIANT,)
 
 Rows = Union[pd.DataFrame, Iterable[Mapping]]
 
@@ -58,7 +61,8 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
         if column not in df.columns:
             df[column] = np.nan
     if len(df):
-        for column in (c for c in RUN_KEY if c not in ("w", "params")):  # w: none for real images and some methods
+        # w: none for real images and some methods; finetune: empty for one fine-tune
+        for column in (c for c in RUN_KEY if c not in ("w", "params", VARIANT)):
             lacking = df[column].isna()
             if lacking.any():
                 raise ValueError(f"runs rows need {', '.join(RUN_KEY)}; {lacking.sum()} row(s) lack {column!r}")
@@ -68,6 +72,7 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
     df["w"] = df["w"].astype(float).round(W_DECIMALS)
     df["phase"] = df["phase"].astype(str)
     df["params"] = df["params"].fillna("").astype(str)
+    df[VARIANT] = df[VARIANT].fillna("").astype(str)
     df["seed"] = df["seed"].astype("int64")
     df["dataset"] = df["dataset"].astype(str)
     for column in METRICS:
@@ -78,19 +83,23 @@ def runs_frame(rows: Rows) -> pd.DataFrame:
     return df[list(RUNS_COLUMNS) + extras].reset_index(drop=True)
 
 
-def _sort(df: pd.DataFrame) -> pd.DataFrame:
-    """Datasets in order of first appearance, then phases, then methods none < cfg < dog, then w, then seed."""
-    dataset_order = {name: i for i, name in enumerate(dict.fromkeys(df["dataset"]))}
+def _sort(df: pd.DataFrame, seen: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Datasets in order of first appearance, then fine-tune variants (likewise), then phases, then methods none <
+    cfg < dog, then w, then seed (first appearance: in ``seen``, the rows before a merge replaced some, if given)."""
+    seen = df if seen is None else seen
+    dataset_order = {name: i for i, name in enumerate(dict.fromkeys(seen["dataset"]))}
+    variant_order = {name: i for i, name in enumerate(dict.fromkeys(seen[VARIANT]))} if VARIANT in df.columns else {}
     method_order = {name: i for i, name in enumerate(METHODS + tuple(m for m in dict.fromkeys(df["method"])
                                                                       if m not in METHODS) + CONTROL_METHODS)}
     keys = pd.DataFrame({
         "d": df["dataset"].map(dataset_order),
+        "f": df[VARIANT].map(variant_order) if VARIANT in df.columns else 0,
         "p": df["phase"].map({p: i for i, p in enumerate(PHASES)}) if "phase" in df.columns else 0,
         "m": df["method"].map(method_order),
         "w": df["w"].fillna(math.inf),
         "q": df["params"] if "params" in df.columns else "",
     })
-    columns = ["d", "p", "m", "w", "q"]
+    columns = ["d", "f", "p", "m", "w", "q"]
     if "seed" in df.columns:
         keys["s"] = df["seed"]
         columns.append("s")
@@ -100,7 +109,7 @@ def _sort(df: pd.DataFrame) -> pd.DataFrame:
 def merge_runs(old: Rows, new: Rows) -> pd.DataFrame:
     """``old`` updated with ``new``: a row of ``new`` replaces the ``old`` row with the same key."""
     both = pd.concat([runs_frame(old), runs_frame(new)], ignore_index=True)
-    return _sort(both.drop_duplicates(subset=list(RUN_KEY), keep="last"))
+    return _sort(both.drop_duplicates(subset=list(RUN_KEY), keep="last"), both)
 
 
 def read_runs(path: str | os.PathLike) -> pd.DataFrame:
@@ -108,7 +117,7 @@ def read_runs(path: str | os.PathLike) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"dataset": str, "method": str, "git_commit": str, "config_hash": str,
                                       "finetuned_sha256": str, "pretrained_sha256": str, "phase": str,
-                                      "sample_dir": str, "params": str}, keep_default_na=False,
+                                      "sample_dir": str, "params": str, VARIANT: str}, keep_default_na=False,
                          na_values=[""])
     except FileNotFoundError:
         return runs_frame([])

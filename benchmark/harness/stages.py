@@ -52,6 +52,7 @@ class DatasetContext:
     device: str
     progress: bool = True
     finetuned_path: Optional[Path] = None
+    variant: str = ""  # the fine-tune variant's name (benchmark/harness/finetunes.py); "" for one fine-tune
     _models: dict = field(default_factory=dict)
 
     @property
@@ -163,7 +164,7 @@ def _finetune(ctx: DatasetContext, out: Path) -> Path:
         ctx.exp.source.replaced(checkpoint=ctx.exp.source_checkpoint()),
         TrainingSet(ctx.data, ctx.exp.data_dir(), ctx.cache_root / "latents"),
         RunOutput(out, wandb=ctx.exp.tracking.wandb, progress=ctx.progress,
-                  wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir)),
+                  wandb_run=finetune_wandb_run(ctx.exp, ctx.dataset, ctx.results_dir, ctx.variant)),
         # the EMA snapshots the methods guide with (autoguidance) are kept while training
         ctx.exp.finetune.replaced(keep_ema_at=sorted(set(ctx.exp.finetune.keep_ema_at)
                                                      | set(snapshot_steps(ctx.exp.method_entries())))),

@@ -93,11 +93,13 @@ def sync_command(directory: str | os.PathLike) -> str:
     return f"wandb sync {Path(directory) / 'wandb'}/offline-run-*"
 
 
-def finetune_wandb_run(exp, dataset: str, results_dir: str | os.PathLike) -> WandbRun:
+def finetune_wandb_run(exp, dataset: str, results_dir: str | os.PathLike, variant: str = "") -> WandbRun:
     """How the harness files a fine-tune's W&B run (``RunOutput.wandb_run``): beside the experiment's other
     runs in ``results_dir/wandb``, in its group, job type fine-tune, with the experiment and the stage's hash."""
-    return WandbRun(directory=Path(results_dir), group=exp.name, job_type="fine-tune", name=f"{dataset}-fine-tune",
-                    tags=(tag("dataset", dataset), tag("phase", "fine-tune")),
+    return WandbRun(directory=Path(results_dir), group=exp.name, job_type="fine-tune",
+                    name=f"{dataset}-fine-tune" + (f"-{variant}" if variant else ""),
+                    tags=(tag("dataset", dataset), tag("phase", "fine-tune"))
+                    + ((tag("finetune", variant),) if variant else ()),  # a variant of finetunes:
                     config={"experiment": exp.name, "stage": "finetune",
                             "stage_hash": stage_hash(exp, "finetune", dataset), "experiment_config": exp.to_dict()})
 
@@ -236,6 +238,7 @@ class WandbTracker(NullTracker):
         tags = [tag("dataset", dataset), tag("method", method)] + ([] if _no_w(w) else [tag("w", float(w))])
         tags += [tag("seed", seed)] if seed is not None else []
         tags += [tag("phase", phase)] if phase else []
+        tags += [tag("finetune", point["finetune"])] if point.get("finetune") else []  # a variant of finetunes:
         self._log(name, data, ("evaluate", stage_hash or [name, self._config_hash]), digest, name=name,
                   group=self.experiment, job_type="evaluate", tags=tags,
                   config={**point, "experiment_config": self.config})
@@ -264,6 +267,7 @@ class WandbTracker(NullTracker):
         tags = [tag("phase", "report")]
         tags += [tag("dataset", entry_name(d)) for d in self.config.get("datasets") or []]
         tags += [tag("method", entry_name(m)) for m in self.config.get("methods") or []]
+        tags += [tag("finetune", name) for name in self.config.get("finetunes") or {}]
         self._log("the leaderboard", data, ("report",), name=f"{self.experiment}-leaderboard",
                   group=self.experiment, job_type="report", tags=tags, config=config)
 
