@@ -23,6 +23,7 @@ from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
 from benchmark.harness.leaderboard import UNGUIDED_SPEC, build_leaderboard, noise_seeds, report_plan, write_leaderboard
 from benchmark.harness.leaderboard_md import describe, to_markdown
+from benchmark.harness.neighbours import neighbour_figures
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.protocol import write_protocol
 from benchmark.harness.runs import run_provenance, update_runs
@@ -228,7 +229,8 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
         return None
     log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
         f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
-    board = build_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
+    cards = scored_sets(exp, results_dir, results_dir.parent / "cache")  # every set's metric card, loaded once
+    board = build_leaderboard(exp, runs, cards)
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = to_markdown(board) if len(board) else "(no report sample sets evaluated yet)"
     real = ("are part of" if real_control_split(exp.evaluation.ref_split) == exp.evaluation.ref_split
@@ -243,6 +245,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     figures = {f"{m}_vs_w": p for m, p in plot_metrics_vs_w(selection, results_dir / "plots", board=board,
                                                               shared_w1=sorted(exp.unguided_methods() - {"none"})).items()}
     figures.update(sample_grid_figures(exp, results_dir, board))
+    figures.update(neighbour_figures(exp, results_dir, runs[runs["phase"] == "report"], cards))  # also to W&B
     tracker.log_summary(board, runs, figures, protocol=protocol)
     return markdown
 
