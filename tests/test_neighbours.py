@@ -42,7 +42,7 @@ def test_the_run_draws_one_figure_per_report_set_against_the_fine_tuning_split(t
     from benchmark.metrics.splits import SplitFeatures
     from benchmark.sampling.writer import SampleFolder
 
-    exp = load_experiment("default", ["evaluation.metrics=[fd_effnet,copy_effnet]"])
+    exp = load_experiment("default", ["evaluation.metrics=[fd_effnet,copy_effnet]"])  # the default has it too
     train = get_dataset(exp.dataset("caltech101-32"), split="train", root=exp.data_dir())
     rng = np.random.default_rng(0)
     rows = np.arange(40)
@@ -62,4 +62,5 @@ def test_the_run_draws_one_figure_per_report_set_against_the_fine_tuning_split(t
     assert path == tmp_path / "plots" / "neighbours_caltech101-32_dog-w1.5-seed1-abc.png" and path.is_file()
     assert card()["copy_effnet"] == 1.0
     # no copy rate among the metrics: no figure
-    assert neighbour_figures(load_experiment("default"), tmp_path, report, lambda row: card) == {}
+    assert neighbour_figures(load_experiment("default", ["evaluation.metrics=[fd_effnet]"]), tmp_path, report,
+                             lambda row: card) == {}
