@@ -29,8 +29,8 @@ from benchmark.guidance import W_DECIMALS, GuidanceScale, MethodSpec
 from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
                                        run_spec)
 from benchmark.io import data_root, results_root
-from benchmark.metrics.memorization import held_out_split
-from benchmark.metrics.registry import METRICS, columns_of
+from benchmark.metrics.memorization import check_held_out
+from benchmark.metrics.registry import columns_of
 from benchmark.metrics.settings import EvaluationSettings
 from benchmark.models import DEFAULT_VAE
 from benchmark.models.settings import AUTOENCODER_NAMES, Autoencoder, SourceSettings
@@ -279,11 +279,7 @@ class Experiment(Settings):
         check_entries(self.method_entries(), self.finetune.steps)
         for entry in self.method_entries():
             grid_points(entry, self.w_values(), self.sampling.guidance_interval)  # every point validated now
-        copy = [m for m in self.evaluation.metrics if METRICS[m].kind == "copy"]
-        if copy and held_out_split(self.finetune.split) is None:  # no unseen image calibrates the copy threshold
-            raise ValueError(f"evaluation.metrics lists {', '.join(copy)}, which needs real images the model was not "
-                             f"fine-tuned on, but finetune.split={self.finetune.split} fine-tunes on every image; set "
-                             f"finetune.split=train or drop {', '.join(copy)}")
+        check_held_out(self.evaluation.metrics, self.finetune.split)
         shared = sorted(set(self.selection.seeds) & set(self.report.seeds))
         if shared:
             raise ValueError(f"report.seeds and selection.seeds share seed(s) {shared}: the reported numbers would "
