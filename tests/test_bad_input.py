@@ -381,6 +381,11 @@ CASES = [
                                    "identity-is-not-this"], "data root {missing}"),
     ("run-data-root-missing", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "data_root={missing}",
                                "--no-progress"], "data root {missing}"),
+    ("run-copy-rate-without-held-out-images", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                               "finetune.split=all", "evaluation.metrics=[fd_effnet,copy_effnet]",
+                                               "evaluation.select_by=fd_effnet"],
+     "needs real images the model was not fine-tuned on, but finetune.split=all fine-tunes on every image; set "
+     "finetune.split=train"),
     ("run-w-grid-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}", "w_grid=[]"],
      "w_grid: is empty; give at least one value"),
     ("run-method-grid-empty", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",

@@ -136,12 +136,8 @@ def test_a_channels_first_array_is_told_to_transpose_not_to_convert_floats(tmp_p
     assert "np.clip" not in err and "astype" not in err  # it is uint8 already
 
 
-def test_an_experiment_lists_card_metrics_only_once_the_leaderboard_reports_them(tiny_experiment, monkeypatch):
-    from benchmark.errors import ConfigError
+def test_an_experiment_lists_card_metrics(tiny_experiment):
     from benchmark.harness.loading import load_experiment
-    from benchmark.metrics import registry
     path, _ = tiny_experiment
-    with pytest.raises(ConfigError, match="lists kid_effnet, which the leaderboard does not report yet"):
-        load_experiment(path, ["evaluation.metrics=[fd_effnet,kid_effnet]"])
-    monkeypatch.setattr(registry, "LEADERBOARD_READS_CARD", True)  # what the wiring change sets
-    assert load_experiment(path, ["evaluation.metrics=[fd_effnet,kid_effnet]"]).evaluation.metrics[1] == "kid_effnet"
+    metrics = load_experiment(path, ["evaluation.metrics=[fd_effnet,kid_effnet,copy_effnet]"]).evaluation.metrics
+    assert metrics == ["fd_effnet", "kid_effnet", "copy_effnet"]

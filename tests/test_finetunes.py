@@ -19,7 +19,7 @@ from benchmark.harness.variant_report import variant_leaderboard, variant_markdo
 from benchmark.io import REPO_ROOT
 from benchmark.metrics.frechet import gaussian_stats
 from benchmark.metrics.reference import ReferenceStats
-from benchmark.metrics.scores import Reference, ScoredSet
+from benchmark.metrics.card import SampleSetCard, SpaceInputs
 from wandb_records import read_runs as read_wandb_runs
 
 DS = "caltech101-32"
@@ -180,14 +180,14 @@ def test_a_later_variant_is_compared_with_the_first_on_paired_sets():
                 evaluation={"metrics": ["fd_effnet"], "select_by": "fd_effnet"}, sampling={"num_samples": 80})
     rng = np.random.default_rng(0)
     ref = rng.normal(0, 1, (2000, 4))
-    reference = Reference(ReferenceStats(*gaussian_stats(ref), ref[:300].astype(np.float32), 2000, {}))
+    reference = SpaceInputs(ReferenceStats(*gaussian_stats(ref), ref[:300].astype(np.float32), 2000, {}))
     base = {m: rng.normal(0, 1, (80, 4)).astype(np.float32) + shift for m, shift in
             (("none", 1.0), ("cfg", 0.8), ("dog", 0.3))}
     sets, rows = {}, []
     for name, moved in (("full", 0.0), ("lora-r4", 0.7)):
         for method, w in (("none", 1.0), ("cfg", 2.0), ("dog", 2.0)):
             features = base[method] + (moved if method == "dog" else 0.0)
-            sets[f"{name}/{method}"] = ScoredSet({"effnet": features}, {"effnet": reference})
+            sets[f"{name}/{method}"] = SampleSetCard(["fd_effnet"], {"effnet": features}, {"effnet": reference})
             common = {"dataset": DS, "method": method, "w": w, "num_samples": 80, VARIANT: name}
             rows.append({**common, "phase": "report", "seed": 1, "sample_dir": f"{name}/{method}"})
             rows.append({**common, "phase": "selection", "seed": 0, "sample_dir": "unused",

@@ -1,5 +1,8 @@
 """The whole pipeline on a tiny experiment: a tiny random source DiT, a few real 32x32 Caltech-101 images in a
 class-folder dataset, fd_effnet, two w values. Then resume after a kill in each stage, and config invalidation."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -208,3 +211,40 @@ def test_a_users_own_method_and_a_two_parameter_method_end_to_end(experiment):
     assert {"mixed", "cfg+dog", "cfg"} <= set(best.index)
     assert np.isfinite(best.loc["mixed", "fd_effnet_diff_vs_cfg"]) and np.isfinite(best.loc["cfg+dog", "fd_effnet_low"])
     assert best.loc["cfg+dog", "params"] in ("w_cfg=1 w_dog=2", "w_cfg=2 w_dog=2")
+
+
+CARD = ["fd_effnet", "prdc_effnet", "kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"]
+
+
+@pytest.mark.slow  # a whole run with the card's extra real-image passes
+def test_the_metric_card_end_to_end(experiment):
+    """An own dataset with a train and a test split, scored with the whole card: every card column of the leaderboard
+    has an interval and paired differences, the real control no copy rate, a neighbour figure per report set."""
+    path, results = experiment
+    config = yaml.safe_load(path.read_text())
+    source = Path(config["data_root"])
+    split = path.parent / "split-target"
+    for k, folder in enumerate(sorted(source.iterdir())):  # 5 images per class: 3 fine-tuned on, 2 held out
+        for i, image in enumerate(sorted(folder.iterdir())):
+            (split / ("train" if i < 3 else "test") / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, split / ("train" if i < 3 else "test") / folder.name / image.name)
+    config["datasets"] = [{"name": "birds", "path": str(split), "resolution": 32}]
+    config["sampling"]["num_samples"] = 12
+    config["evaluation"]["metrics"] = CARD
+    path.write_text(yaml.safe_dump(config))
+    assert run(path, results) == 0
+    out = results / "tiny"
+    board = pd.read_csv(out / "leaderboard.csv")
+    dog = board[(board["method"] == "dog") & (board["rule"] == "best w")].iloc[0]
+    for c in ("kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"):
+        assert dog[f"{c}_low"] <= dog[c] <= dog[f"{c}_high"], c
+        if dog["w"] != 1.0:  # at w = 1 DoG's row is the fine-tune-only set itself
+            assert np.isfinite(dog[f"{c}_diff_vs_none"]) and f"{c}_improvement_vs_none_pct" not in board, c
+    assert 0.0 <= dog["copy_effnet_low"] <= dog["copy_effnet_high"] <= 1.0
+    real = board[board["method"] == "real"].iloc[0]
+    assert np.isfinite(real["kid_effnet"]) and not np.isfinite(real["copy_effnet"])
+    report = pd.read_csv(out / "runs.csv").query("phase == 'report'")
+    figures = list((out / "plots").glob("neighbours_birds_*.png"))
+    assert len(figures) == report["sample_dir"].nunique() > 0
+    protocol = (out / "PROTOCOL.md").read_text()
+    assert "## The metric card" in protocol and "held out = the test split" in protocol

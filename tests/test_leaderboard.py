@@ -8,8 +8,10 @@ from benchmark.harness import leaderboard as lb
 from benchmark.harness.leaderboard_md import describe, to_markdown
 from benchmark.harness.loading import experiment_from_dict
 from benchmark.metrics.frechet import frechet_distance, gaussian_stats
+from benchmark.metrics.card import SampleSetCard, SpaceInputs
 from benchmark.metrics.reference import ReferenceStats
-from benchmark.metrics.scores import Reference, ScoredSet
+from benchmark.metrics.registry import METRICS
+from benchmark.metrics.splits import SplitFeatures
 
 DIM, N = 6, 120
 DATASETS = ["caltech101-32", "cub100-32"]
@@ -28,16 +30,17 @@ def experiment(**changes):
 
 
 class Sets:
-    """The scored sample sets of the runs rows, by their sample_dir (the leaderboard's whole view of the samples)."""
+    """The metric cards of the runs rows' sample sets, by their sample_dir (the leaderboard's whole view of the
+    samples); a card builds only the metrics it is asked for."""
 
     def __init__(self):
         self.sets = {}
 
-    def add(self, name: str, features, reference: Reference) -> str:
-        self.sets[name] = ScoredSet({"effnet": features}, {"effnet": reference})
+    def add(self, name: str, features, inputs: SpaceInputs, labels=None) -> str:
+        self.sets[name] = SampleSetCard(list(METRICS), {"effnet": features}, {"effnet": inputs}, labels)
         return name
 
-    def __call__(self, row) -> ScoredSet:
+    def __call__(self, row) -> SampleSetCard:
         return self.sets[row["sample_dir"]]
 
 
@@ -52,7 +55,7 @@ def setup():
     for d, dataset in enumerate(DATASETS):
         ref = rng.normal(0, 1, (4000, DIM))
         mu, sigma = gaussian_stats(ref)
-        reference = Reference(ReferenceStats(mu, sigma, ref[:500].astype(np.float32), 4000, {}))
+        reference = SpaceInputs(ReferenceStats(mu, sigma, ref[:500].astype(np.float32), 4000, {}))
         for method, w in (("none", 1.0), ("cfg", 2.0), ("dog", 2.0)):
             for seed in (1, 2):
                 features = (rng.normal(0, 1, (N, DIM)) + SHIFT[method]).astype(np.float32)
@@ -183,3 +186,77 @@ def test_paper_summary_averages_the_relative_improvement_over_datasets(setup, mo
     without = lb.build_leaderboard(experiment(), runs, sets)
     others = board["dataset"] != lb.SUMMARY
     pd.testing.assert_frame_equal(without[others], board[others][without.columns])
+
+
+CARD = ["fd_effnet", "prdc_effnet", "kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"]
+CLASSES = 4
+
+
+def split(features, labels=None):
+    labels = np.zeros(len(features), dtype=np.int64) if labels is None else labels
+    return SplitFeatures(features.astype(np.float32), labels, np.arange(len(features)), {"split": "test"})
+
+
+@pytest.fixture
+def card_setup():
+    """One dataset, every metric of the card: fine-tune only and CFG draw new images of the target, DoG's samples
+    are (nearly) copies of fine-tuning images; the real control is more of the target's images."""
+    rng = np.random.default_rng(5)
+    target = lambda n: rng.normal(0, 1, (n, DIM))  # noqa: E731
+    ref, train, held_out = target(3000), target(300), target(300)
+    mu, sigma = gaussian_stats(ref)
+    reals = np.concatenate([train, held_out])
+    inputs = SpaceInputs(ReferenceStats(mu, sigma, ref[:500].astype(np.float32), 3000, {}), train=split(train),
+                         held_out=split(held_out), classes=split(reals, np.arange(len(reals)) % CLASSES))
+    sets, rows = Sets(), []
+    labels = np.arange(N) % CLASSES
+    for method, w in (("none", 1.0), ("cfg", 2.0), ("dog", 2.0)):
+        for seed in (1, 2):
+            features = train[rng.integers(0, len(train), N)] + 1e-3 * target(N) if method == "dog" else target(N)
+            rows.append({"dataset": DATASETS[0], "phase": "report", "method": method, "w": w, "seed": seed,
+                         "num_samples": N, "sample_dir": sets.add(f"{method}-{seed}", features, inputs, labels)})
+        rows.append({"dataset": DATASETS[0], "phase": "selection", "method": method, "w": w, "seed": 0,
+                     "fd_effnet": 3 - w, "num_samples": N, "sample_dir": "unused"})  # w = 2 chosen
+    rows.append({"dataset": DATASETS[0], "phase": "control", "method": "real", "w": np.nan, "seed": 1,
+                 "num_samples": N, "sample_dir": sets.add("real", target(N), inputs, labels)})
+    return sets, pd.DataFrame(rows)
+
+
+def test_every_metric_of_the_card_has_an_interval_and_paired_differences(card_setup):
+    sets, runs = card_setup
+    exp = experiment(datasets=DATASETS[:1], evaluation={"metrics": CARD, "select_by": "fd_effnet"})
+    board = lb.build_leaderboard(exp, runs, sets)
+    columns = ["fd_effnet", "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet", "kid_effnet",
+               "class_kid_effnet", "vendi_effnet", "copy_effnet"]
+    dog, cfg, none = (get(board, DATASETS[0], m, r) for m, r in (("dog", lb.BEST), ("cfg", lb.BEST),
+                                                                 ("none", "baseline")))
+    for c in columns:
+        for row in (dog, cfg, none):
+            assert row[f"{c}_low"] <= row[c] <= row[f"{c}_high"], c
+        for baseline, base in (("cfg", cfg), ("none", none)):
+            assert dog[f"{c}_diff_vs_{baseline}"] == pytest.approx(dog[c] - base[c]), c
+            assert dog[f"{c}_diff_vs_{baseline}_low"] <= dog[f"{c}_diff_vs_{baseline}"] \
+                <= dog[f"{c}_diff_vs_{baseline}_high"], c
+            assert dog[f"{c}_significant_vs_{baseline}"] == (not dog[f"{c}_diff_vs_{baseline}_low"] <= 0
+                                                             <= dog[f"{c}_diff_vs_{baseline}_high"]), c
+        # the paper's relative improvement is a Frechet distance's alone
+        assert (f"{c}_improvement_vs_none_pct" in board.columns) == (c == "fd_effnet"), c
+    # DoG's copies of fine-tuning images: copy rate 1, its interval clipped at 1, resolved against both baselines
+    assert dog["copy_effnet"] == 1.0 and dog["copy_effnet_high"] == 1.0
+    assert none["copy_effnet"] < 0.2 and 0.0 <= none["copy_effnet_low"]
+    assert dog["copy_effnet_significant_vs_none"] and dog["copy_effnet_significant_vs_cfg"]
+    assert dog["copy_effnet_diff_vs_none_low"] > 0
+    # the real control: no copy rate (its images are the target's own), KID of the same distribution ~0 inside
+    real = get(board, DATASETS[0], "real", lb.CONTROL)
+    assert not np.isfinite(real["copy_effnet"])
+    assert real["kid_effnet_low"] < 0 < real["kid_effnet_high"]
+    noise = get(board, DATASETS[0], "none", lb.SEED_NOISE)
+    assert noise["kid_effnet_diff_low"] < 0 < noise["kid_effnet_diff_high"]
+    # and in the markdown: a difference per card column, * where resolved, no relative improvement beside it
+    header, _, *lines = to_markdown(board).splitlines()
+    names = [c.strip() for c in header.strip("|").split("|")]
+    at = names.index("copy_effnet minus fine-tune only (negative = better)")
+    dog_cells = [c.strip() for c in next(line for line in lines if line.startswith(
+        f"| {DATASETS[0]} | dog | best w |")).strip("|").split("|")]
+    assert dog_cells[at].startswith("+1.000") or dog_cells[at].startswith("+0.9")
+    assert dog_cells[at].endswith("*") and "improvement over fine-tune only, % (copy_effnet" not in header

@@ -28,3 +28,39 @@ def test_a_grid_of_samples_beside_their_nearest_training_images(tmp_path):
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["neighbours.png"]  # written atomically
     with pytest.raises(ValueError, match="no pairs"):
         plot_nearest_neighbours(samples, train_images, [], tmp_path / "x.png")
+
+
+def test_the_run_draws_one_figure_per_report_set_against_the_fine_tuning_split(tmp_path):
+    """neighbour_figures on the shipped 32x32 Caltech-101 train split: the samples of a report set are copies of
+    train images 3, 7 and 9, so those pairs come first at distance 0 (the features are the train images' own)."""
+    import pandas as pd
+
+    from benchmark.data import get_dataset
+    from benchmark.harness.loading import load_experiment
+    from benchmark.harness.neighbours import neighbour_figures
+    from benchmark.metrics.card import SampleSetCard, SpaceInputs
+    from benchmark.metrics.splits import SplitFeatures
+    from benchmark.sampling.writer import SampleFolder
+
+    exp = load_experiment("default", ["evaluation.metrics=[fd_effnet,copy_effnet]"])  # the default has it too
+    train = get_dataset(exp.dataset("caltech101-32"), split="train", root=exp.data_dir())
+    rng = np.random.default_rng(0)
+    rows = np.arange(40)
+    train_features = rng.normal(size=(40, 5)).astype(np.float32)
+    split = lambda f: SplitFeatures(f, np.zeros(len(f), np.int64), np.arange(len(f)), {})  # noqa: E731
+    inputs = SpaceInputs(train=SplitFeatures(train_features, np.zeros(40, np.int64), rows, {}),
+                         held_out=split(rng.normal(size=(40, 5)).astype(np.float32)))
+    copied = [3, 7, 9]
+    folder = SampleFolder(tmp_path / "caltech101-32" / "samples" / "dog-w1.5-seed1-abc", 3, {"x": 1}).open()
+    folder.write(range(3), np.stack([np.asarray(train[i][0].convert("RGB")) for i in copied]), [0, 1, 2])
+    folder.mark_complete()
+    card = SampleSetCard(["copy_effnet"], {"effnet": train_features[copied]}, {"effnet": inputs})
+    report = pd.DataFrame([{"dataset": "caltech101-32", "phase": "report", "num_samples": 3,
+                            "sample_dir": "caltech101-32/samples/dog-w1.5-seed1-abc"}])
+    figures = neighbour_figures(exp, tmp_path, report, lambda row: card)
+    path = figures["neighbours_caltech101-32_dog-w1.5-seed1-abc"]
+    assert path == tmp_path / "plots" / "neighbours_caltech101-32_dog-w1.5-seed1-abc.png" and path.is_file()
+    assert card()["copy_effnet"] == 1.0
+    # no copy rate among the metrics: no figure
+    assert neighbour_figures(load_experiment("default", ["evaluation.metrics=[fd_effnet]"]), tmp_path, report,
+                             lambda row: card) == {}

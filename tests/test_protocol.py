@@ -71,3 +71,15 @@ def test_feature_networks_and_the_source_are_listed_with_their_hashes():
                                          "prdc_effnet=efficientnet_lite0:ab87ca8f38e9")
     assert "source_cifar10_dit.pt" in table["source checkpoint"] and "sha256 060460ccae93" in table["source checkpoint"]
     assert "ab87ca8f38e9" in to_markdown(exp, runs)
+
+
+def test_the_card_is_listed_once_with_its_splits():
+    exp = load_experiment("default", ["evaluation.metrics=[fd_effnet,prdc_effnet,kid_effnet,class_kid_effnet,"
+                                      "vendi_effnet,copy_effnet]"])
+    text = to_markdown(exp)
+    card = text[text.index("## The metric card"):]
+    for metric in ("kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"):
+        assert card.count(f"- {metric}: ") == 1, metric
+    assert "fd_effnet:" not in card  # the table's own metrics are not repeated
+    assert "this run: train = the train split, held out = the test split" in card
+    assert "## The metric card" not in to_markdown(load_experiment("default", ["evaluation.metrics=[fd_effnet]"]))

@@ -30,6 +30,7 @@ from benchmark.harness.finetunes import check_variants
 from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
                                        run_spec)
 from benchmark.io import data_root, results_root
+from benchmark.metrics.memorization import check_held_out
 from benchmark.metrics.registry import columns_of
 from benchmark.metrics.settings import EvaluationSettings
 from benchmark.models import DEFAULT_VAE
@@ -282,6 +283,7 @@ class Experiment(Settings):
         check_entries(self.method_entries(), self.finetune.steps)
         for entry in self.method_entries():
             grid_points(entry, self.w_values(), self.sampling.guidance_interval)  # every point validated now
+        check_held_out(self.evaluation.metrics, self.finetune.split)
         shared = sorted(set(self.selection.seeds) & set(self.report.seeds))
         if shared:
             raise ValueError(f"report.seeds and selection.seeds share seed(s) {shared}: the reported numbers would "

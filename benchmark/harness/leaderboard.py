@@ -14,16 +14,19 @@ Numbers: a metric is the mean over report seeds of its value on each seed's samp
 bootstrap over sample indices (``benchmark.metrics.intervals``): within a dataset and report seed every method's set
 is resampled with the same indices (the methods share noise and labels per index, so their differences are paired),
 different seeds and datasets independently, reference statistics held fixed. A difference is marked significant when
-its interval excludes 0. On the rows of every guided method (DoG first of all; CFG against none only), for each
-Frechet distance: ``diff_vs_B`` = method - B and the paper's relative improvement ``improvement_vs_B_pct`` = (B -
-method) / B * 100, each with its interval (B = cfg under the same rule, and none). On ``best w`` rows,
+its interval excludes 0. On the rows of every guided method (DoG first of all; CFG against none only), for every
+column of the metric card (benchmark.metrics.card: Frechet distances, PRDC, KID, class KID, Vendi, copy rate):
+``diff_vs_B`` = method - B with its interval (B = cfg under the same rule, and none); for each Frechet distance also
+the paper's relative improvement ``improvement_vs_B_pct`` = (B - method) / B * 100 (a ratio of a biased distance is
+the paper's headline; of a KID near 0 or a rate it would mean little). The real-data row has no copy rate (registry.
+NOT_ON_REAL_IMAGES), and a rate's interval is clipped to [0, 1] (registry.BOUNDS). On ``best w`` rows,
 ``<metric>_selection`` is the value on the selection seeds at the chosen w and ``<metric>_gap`` the report value
 minus it: how optimistic the selection score was.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -34,9 +37,9 @@ from benchmark.harness.experiment import Experiment
 from benchmark.harness.methods import UNGUIDED, has_scale_w, params_text, spec_w
 from benchmark.harness.runs import runs_frame, write_csv
 from benchmark.harness.selection import chosen, select_best
+from benchmark.metrics.card import SampleSetCard
 from benchmark.metrics.intervals import bootstrap_many
-from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS
-from benchmark.metrics.scores import ScoredSet
+from benchmark.metrics.registry import COLUMN_ORDER, COLUMNS, METRICS, NOT_ON_REAL_IMAGES
 
 AVERAGE = "average"
 SUMMARY = "paper summary"
@@ -50,7 +53,7 @@ REAL = "real"
 # ("diff", baseline), ("improvement", baseline)
 VALUE, NOISE_DIFF = "value", "diff"
 Key = tuple
-Scores = Callable[[Mapping], ScoredSet]  # a runs.csv row -> its scored sample set
+Scores = Callable[[Mapping], SampleSetCard]  # a runs.csv row -> the metric card of its sample set
 
 
 @dataclass
@@ -146,10 +149,10 @@ class _Statistic:
 
     def __init__(self, exp: Experiment, rows: list[Row], scores: Scores, complete: list[str]):
         self.metrics, self.rows, self.complete = list(exp.evaluation.metrics), rows, complete
+        self.real_metrics = [m for m in self.metrics if METRICS[m].kind not in NOT_ON_REAL_IMAGES]
         # the summaries' draws of datasets: a generator of their own, so the sample-index draws (and with them every
         # other interval) are what they are without the summaries
         self.datasets = np.random.default_rng(0)
-        self.frechet = [m for m in COLUMN_ORDER if m in self.metrics and COLUMNS[m].frechet]
         self.groups: dict[tuple, int] = {}
         self.sizes: list[int] = []
         for row in rows:
@@ -161,7 +164,7 @@ class _Statistic:
 
     def _values(self, row: Row, seed, run, indices) -> dict[str, float]:
         index = None if indices is None else indices[self.groups[_group(row, seed)]]
-        return self.scored[id(run)](self.metrics, index)
+        return self.scored[id(run)](index, self.real_metrics if row.method == REAL else self.metrics)
 
     def __call__(self, indices) -> dict[Key, float]:
         out: dict[Key, float] = {}
@@ -207,7 +210,7 @@ class _Statistic:
 
     def _comparisons(self, per_row: dict) -> dict[Key, float]:
         """Each guided row against CFG under the same rule and against fine-tune only (CFG: only against fine-tune
-        only): the difference and the paper's relative improvement, per Frechet distance."""
+        only): the difference per column, and the paper's relative improvement per Frechet distance."""
         out: dict[Key, float] = {}
         for (dataset, method, rule), values in per_row.items():
             if method in (UNGUIDED, REAL):
@@ -216,9 +219,10 @@ class _Statistic:
                 base = per_row.get((dataset, baseline, rule if baseline == "cfg" else "baseline"))
                 if base is None:
                     continue
-                for c in self.frechet:
+                for c in values:
                     out[(dataset, method, rule, c, ("diff", baseline))] = values[c] - base[c]
-                    out[(dataset, method, rule, c, ("improvement", baseline))] = _relative(base[c], values[c])
+                    if COLUMNS[c].frechet:
+                        out[(dataset, method, rule, c, ("improvement", baseline))] = _relative(base[c], values[c])
         return out
 
 
@@ -270,6 +274,15 @@ def _table(exp, rows: list[Row], intervals: dict, selection_best: pd.DataFrame, 
     return board
 
 
+def _within_bounds(interval, bounds):
+    """A value's interval clipped to the values it can take (the bias-centred percentile interval can reach past a
+    rate's 0 or 1)."""
+    if bounds is None:
+        return interval
+    low, high = bounds
+    return replace(interval, low=min(max(interval.low, low), high), high=min(max(interval.high, low), high))
+
+
 def _interval_cells(name: str, interval) -> dict:
     return {name: interval.value, f"{name}_low": interval.low, f"{name}_high": interval.high}
 
@@ -283,7 +296,7 @@ def _cells(intervals: dict, row: tuple, c: str, selection_best: pd.DataFrame) ->
     value = intervals.get((*row, c, VALUE))
     if value is None:
         return {}
-    record = _interval_cells(c, value)
+    record = _interval_cells(c, _within_bounds(value, COLUMNS[c].bounds))
     if rule == SEED_NOISE:
         record.update(_interval_cells(f"{c}_diff", intervals[(*row, c, NOISE_DIFF)]))
     if rule == BEST and dataset != AVERAGE:
@@ -296,8 +309,9 @@ def _cells(intervals: dict, row: tuple, c: str, selection_best: pd.DataFrame) ->
         if diff is None:
             continue
         record.update(_interval_cells(f"{c}_diff_vs_{baseline}", diff))
-        record.update(_interval_cells(f"{c}_improvement_vs_{baseline}_pct",
-                                      intervals[(*row, c, ("improvement", baseline))]))
+        improvement = intervals.get((*row, c, ("improvement", baseline)))
+        if improvement is not None:
+            record.update(_interval_cells(f"{c}_improvement_vs_{baseline}_pct", improvement))
         record[f"{c}_significant_vs_{baseline}"] = diff.excludes_zero
     return record
 

@@ -37,22 +37,24 @@ def _signed(row, name: str, digits: int, unit: str = "", significant: Optional[b
 BASELINE_NAMES = {"cfg": "CFG", "none": "fine-tune only"}
 
 
-def comparison_headers(column: str, baseline: str) -> tuple[str, str]:
-    """The headers of a Frechet column's two comparisons with ``baseline``, each saying which sign is better: the
-    signed difference (method - baseline) and the paper's relative improvement."""
+def comparison_headers(column: str, baseline: str) -> tuple[str, ...]:
+    """The headers of a column's comparisons with ``baseline``, each saying which sign is better: the signed
+    difference (method - baseline), and for a Frechet distance the paper's relative improvement beside it."""
     name, better = BASELINE_NAMES[baseline], "negative" if lower_is_better(column) else "positive"
-    return (f"{column} minus {name} ({better} = better)", f"improvement over {name}, % ({column}; positive = better)")
+    diff = f"{column} minus {name} ({better} = better)"
+    return (diff, f"improvement over {name}, % ({column}; positive = better)") if COLUMNS[column].frechet else (diff,)
 
 
 def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
-    """A pipe table: each row's value [interval] per metric; per Frechet distance and baseline (CFG, fine-tune only)
-    the signed difference [interval] and beside it the paper's relative improvement [interval], each header saying
-    which sign is better (* = the interval excludes 0); for best-w rows the selection score."""
+    """A pipe table: each row's value [interval] per metric; per metric column and baseline (CFG, fine-tune only)
+    the signed difference [interval], and for a Frechet distance beside it the paper's relative improvement
+    [interval], each header saying which sign is better (* = the interval excludes 0); for best-w rows the selection
+    score."""
     if metrics is None:
         metrics = [c for c in COLUMN_ORDER if c in board.columns]
     frechet = [m for m in metrics if COLUMNS[m].frechet]
     header = ["dataset", "method", "rule", "w"] + list(metrics) + \
-        [h for m in frechet for b in BASELINES for h in comparison_headers(m, b)] + \
+        [h for m in metrics for b in BASELINES for h in comparison_headers(m, b)] + \
         [f"{m} on selection seeds" for m in frechet[:1]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
     for _, row in board.iterrows():
@@ -64,10 +66,11 @@ def to_markdown(board: pd.DataFrame, metrics: Optional[list] = None) -> str:
             cells += [f"diff {_cell(m, row, '_diff')}" for m in metrics]
         else:
             cells += [_cell(m, row) for m in metrics]
-        for m, b in ((m, b) for m in frechet for b in BASELINES):
+        for m, b in ((m, b) for m in metrics for b in BASELINES):
             significant = row.get(f"{m}_significant_vs_{b}")
-            cells += [_signed(row, f"{m}_diff_vs_{b}", COLUMNS[m].digits, significant=significant),
-                      _signed(row, f"{m}_improvement_vs_{b}_pct", 1, "%", significant)]
+            cells.append(_signed(row, f"{m}_diff_vs_{b}", COLUMNS[m].digits, significant=significant))
+            if COLUMNS[m].frechet:
+                cells.append(_signed(row, f"{m}_improvement_vs_{b}_pct", 1, "%", significant))
         cells += [_cell(m, row, "_selection") for m in frechet[:1]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -83,10 +86,10 @@ def describe(exp: Experiment, board: pd.DataFrame) -> str:
             f"on report seeds {exp.report.seeds} ({exp.sampling.num_samples} images each): the mean over report "
             f"seeds with its {level} bootstrap interval ({exp.report.bootstrap} resamples of sample indices, "
             f"reference statistics fixed). Differences are paired (same noise and labels per index); * marks "
-            f"a difference whose {level} interval excludes 0. Each comparison with CFG (same rule) and with fine-tune "
-            f"only is shown twice, each header saying which sign is better: the signed difference (method - "
-            f"baseline; on a Frechet distance negative = better) and the paper's relative improvement ((baseline - "
-            f"method) / baseline x 100; positive = better). Fixed-w rows: {exp.report.fixed_w or 'none'}."
+            f"a difference whose {level} interval excludes 0. Every column is compared with CFG (same rule) and with "
+            f"fine-tune only, each header saying which sign is better: the signed difference (method - baseline; on a "
+            f"Frechet distance negative = better), and for a Frechet distance beside it the paper's relative "
+            f"improvement ((baseline - method) / baseline x 100; positive = better). Fixed-w rows: {exp.report.fixed_w or 'none'}."
             + (f" '{AVERAGE}' rows: each metric averaged over the {n} datasets with every row; '{SUMMARY}' rows: the "
                f"paper's headline, the relative improvement per dataset averaged over those datasets, its interval "
                f"over datasets and samples." if (n := _n_datasets(board)) > 1 else ""))

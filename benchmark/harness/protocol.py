@@ -14,6 +14,7 @@ from pathlib import Path
 
 from benchmark.harness.experiment import Experiment
 from benchmark.io import atomic_write_text
+from benchmark.metrics.card import protocol_lines
 from benchmark.metrics.registry import METRICS
 
 UNCHECKED = "unchecked"
@@ -121,6 +122,11 @@ def to_markdown(exp: Experiment, runs=None) -> str:
              "scripts and the dgm-eval command they run).", "",
              "| setting | this run | paper | DogFit code |", "|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['this run']} | {r['paper']} | {r['DogFit code']} |" for r in protocol_table(exp, runs)]
+    card = protocol_lines(exp.evaluation.metrics, exp.finetune.split)
+    if card:  # each metric of the card once, and which split the copy rate calls train and held out
+        lines += ["", "## The metric card", "", "Beyond the Frechet distances and PRDC, in the same bootstrap "
+                  "(intervals, paired differences against CFG and fine-tune only):", ""]
+        lines += [f"- {line}" for line in card]
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
 from benchmark.harness.leaderboard import UNGUIDED_SPEC, noise_seeds, report_plan, write_leaderboard
 from benchmark.harness.leaderboard_md import describe
+from benchmark.harness.neighbours import neighbour_figures
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.runs import VARIANT, run_provenance, update_runs
 from benchmark.harness.sources import check_recorded_sources
@@ -235,7 +236,8 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
         return None
     log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
         f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
-    board = variant_leaderboard(exp, runs, scored_sets(exp, results_dir, results_dir.parent / "cache"))
+    cards = scored_sets(exp, results_dir, results_dir.parent / "cache")  # every set's metric card, loaded once
+    board = variant_leaderboard(exp, runs, cards)
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = variant_markdown(exp, board) if len(board) else "(no report sample sets evaluated yet)"
     experiments = variants(exp)
@@ -257,6 +259,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
             mine, results_dir / "plots" / name, board=block,
             shared_w1=sorted(one.unguided_methods() - {"none"})).items()})
         figures.update(sample_grid_figures(one, results_dir, block, name))
+    figures.update(neighbour_figures(exp, results_dir, runs[runs["phase"] == "report"], cards))  # also to W&B
     tracker.log_summary(board, runs, figures, protocol=protocol)
     return markdown
 

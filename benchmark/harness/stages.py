@@ -27,7 +27,8 @@ from benchmark.harness.wandb_log import finetune_wandb_run
 from benchmark.io import atomic_write_json, cached_file_sha256, config_hash, read_json
 from benchmark.metrics import evaluate_samples
 from benchmark.metrics.evaluate import real_control_images
-from benchmark.metrics.scores import References, ScoredSet
+from benchmark.metrics.card import CardFiles, SampleSetCard
+from benchmark.metrics.registry import METRICS, NOT_ON_REAL_IMAGES
 from benchmark.models import load_autoencoder, load_dit, resolve_checkpoint
 from benchmark.sampling import SampleFolder, build_sampler, generate_samples, sampler_identity
 from benchmark.training import LaunchSettings, RunOutput, TrainingSet, finetune
@@ -242,18 +243,23 @@ def _metrics_key(exp: Experiment, identity: dict, n: int) -> dict:
     return {"evaluation": evaluation_identity(exp, n), "num_samples": n, "samples": identity}
 
 
-def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n: int, what: str) -> dict:
-    """evaluate_samples on ``images``, its result cached in ``root`` by the evaluation config (and the sample
-    features cached there too, so every interval is computed without the networks)."""
+def _evaluate_cached(ctx: DatasetContext, images, root: Path, identity: dict, n: int, what: str, labels=None,
+                     metrics: Optional[list] = None) -> dict:
+    """evaluate_samples on ``images`` (``labels``: their classes, for the class KID), its result cached in ``root``
+    by the evaluation config (and the sample features cached there too, so every interval is computed without the
+    networks). ``metrics``: the experiment's, or those of them that apply to the images."""
     e = ctx.exp.evaluation
+    metrics = list(e.metrics if metrics is None else metrics)
     key = _metrics_key(ctx.exp, identity, n)
     path = root / f"metrics-{config_hash(key, 8)}.json"
     cached = read_json(path)
     if cached and cached.get("key") == key:
         return cached["metrics"]
-    log(f"{ctx.dataset}: evaluating {what} on {n} images ({', '.join(e.metrics)})")
-    # every rank extracts the features of its share; the statistics are combined across ranks
-    result = evaluate_samples(images, ctx.data, e.metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
+    log(f"{ctx.dataset}: evaluating {what} on {n} images ({', '.join(metrics)})")
+    # every rank extracts the features of its share; the statistics are combined across ranks. The copy rate's
+    # "train" is the split this experiment fine-tuned on, its "held out" the rest (benchmark.metrics.realsets).
+    result = evaluate_samples(images, ctx.data, metrics, ref_split=e.ref_split, data_root=ctx.exp.data_dir(),
+                              labels=labels, train_split=ctx.exp.finetune.split,
                               batch_size=e.batch_size, device=ctx.device, max_images=e.max_images(n),
                               cache_dir=ctx.cache_root / "reference",  # shared by experiments
                               features_dir=root, progress=ctx.progress, **ctx.exp.weight_paths())
@@ -268,8 +274,9 @@ def stage_evaluate(ctx: DatasetContext, spec: RunSpec, folder: SampleFolder, num
     n = num_samples or ctx.exp.sampling.num_samples
     # only a complete set whose every image decodes and matches its recorded hash is scored
     images = folder.verified_paths(n, command="dogbench run", allow_flag=None)  # run's advice, not sample's flags
+    labels = folder.labels()[:n]  # the class each sample was drawn for (the class KID scores per class)
     return _evaluate_cached(ctx, images, folder.root, folder.config, n,
-                            f"{spec.spec.describe()} seed={spec.seed}")
+                            f"{spec.spec.describe()} seed={spec.seed}", labels if (labels >= 0).all() else None)
 
 
 def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tuple[dict, Path]:
@@ -282,18 +289,20 @@ def stage_real_control(ctx: DatasetContext, num_samples: int, seed: int) -> tupl
                 "num_samples": num_samples}
     root = ctx.dir / "controls" / f"real-{split}-seed{seed}-{config_hash(identity, 8)}"
     root.mkdir(parents=True, exist_ok=True)
-    with claimed(root, f"the real-data control of {ctx.dataset}"):
-        return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)"), root
+    metrics = [m for m in ctx.exp.evaluation.metrics if METRICS[m].kind not in NOT_ON_REAL_IMAGES]
+    with claimed(root, f"the real-data control of {ctx.dataset}"):  # the subset carries its labels (class KID)
+        return _evaluate_cached(ctx, subset, root, identity, num_samples, f"real images ({split} split)",
+                                metrics=metrics), root
 
 
-def scored_sets(exp: Experiment, results_dir: Path, cache_root: Path) -> Callable[[Mapping], ScoredSet]:
-    """The scored sample set of a runs.csv row (its ``sample_dir`` and ``num_samples``), each loaded once: what its
-    evaluation under the experiment's evaluation settings cached beside the samples (features and the names of its
-    reference statistics in ``cache_root``)."""
-    references = References(cache_root / "reference")
-    loaded: dict[tuple, ScoredSet] = {}
+def scored_sets(exp: Experiment, results_dir: Path, cache_root: Path) -> Callable[[Mapping], SampleSetCard]:
+    """The metric card of a runs.csv row's sample set (its ``sample_dir`` and ``num_samples``), each loaded once: what
+    its evaluation under the experiment's evaluation settings cached beside the samples (features, labels, and the
+    names of its reference statistics and split features in ``cache_root``)."""
+    files = CardFiles(cache_root / "reference")
+    loaded: dict[tuple, SampleSetCard] = {}
 
-    def scored(row: Mapping) -> ScoredSet:
+    def scored(row: Mapping) -> SampleSetCard:
         folder, n = results_dir / str(row["sample_dir"]), int(row["num_samples"])
         if (folder, n) not in loaded:
             evaluation = evaluation_identity(exp, n)
@@ -301,6 +310,8 @@ def scored_sets(exp: Experiment, results_dir: Path, cache_root: Path) -> Callabl
                      and r.get("key", {}).get("num_samples") == n and r["key"].get("evaluation") == evaluation]
             if not found:
                 raise FileNotFoundError(f"no metrics of {n} images in {folder}; rerun `dogbench run` to evaluate it")
-            loaded[(folder, n)] = ScoredSet.from_result(found[-1], folder, references)
+            result = found[-1]  # the card of the metrics it was scored on (a real control has no copy rate)
+            loaded[(folder, n)] = files.card(result, folder, [m for m in exp.evaluation.metrics
+                                                               if m in result["protocol"]])
         return loaded[(folder, n)]
     return scored

@@ -83,7 +83,7 @@ def _compare(exp: Experiment, first_rows: list[Row], rows: list[Row], scores: Sc
     scored = {id(run): scores(run) for pair in pairs for row in pair for _, run in row.sets}
 
     def mean_values(row: Row, indices) -> dict[str, float]:
-        values = [scored[id(run)](metrics, None if indices is None else indices[groups[(row.dataset, seed)]])
+        values = [scored[id(run)](None if indices is None else indices[groups[(row.dataset, seed)]], metrics)
                   for seed, run in row.sets]
         return {c: float(np.mean([v[c] for v in values])) for c in values[0]}
 

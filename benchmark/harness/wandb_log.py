@@ -66,7 +66,7 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
     """One Python type per column (float for numbers, str otherwise) and None for NaN/NA: wandb.Table infers a
     column's type from its first row and rejects a later row of another type (e.g. an int after a float, which a
     runs table merged from CSV rows and fresh rows can hold)."""
-    out = pd.DataFrame(index=df.index)
+    out = {}  # the columns, joined at once (a leaderboard with the metric card has hundreds)
     for column in df.columns:
         values = df[column]
         numeric = pd.to_numeric(values, errors="coerce")
@@ -75,7 +75,7 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
         else:
             cells = [None if pd.isna(v) else str(v) for v in values]
         out[column] = pd.Series(cells, index=df.index, dtype=object)
-    return out
+    return pd.DataFrame(out, index=df.index, columns=list(df.columns))
 
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -138,9 +138,10 @@ class SampleSetCard:
             self._resamplers[metric] = resampler(metric, self.features[space], self.inputs[space], self.labels)
         return self._resamplers[metric]
 
-    def __call__(self, indices: np.ndarray | None = None) -> dict[str, float]:
+    def __call__(self, indices: np.ndarray | None = None, metrics: Sequence[str] | None = None) -> dict[str, float]:
+        """The columns of ``metrics`` (default: every metric of the card) on the samples ``indices`` picks."""
         out: dict[str, float] = {}
-        for metric in self.metrics:
+        for metric in self.metrics if metrics is None else metrics:
             out.update(self.resampler(metric)(indices))
         return out
 

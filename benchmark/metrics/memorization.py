@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmark.metrics.intervals import _counts
 from benchmark.metrics.prdc import _as_tensor, _distances
+from benchmark.metrics.registry import METRICS
 
 COPY_QUANTILE = 0.05
 
@@ -41,6 +42,16 @@ def held_out_split(train_split: str) -> str | None:
     """The split of real images the model was not fine-tuned on: ``test`` for a ``train`` fine-tune, none for
     ``all``."""
     return {"train": "test", "test": "train"}.get(train_split)
+
+
+def check_held_out(metrics, train_split: str) -> None:
+    """An experiment's copy rate needs real images it was not fine-tuned on (they calibrate the threshold): a
+    ValueError naming the fix when ``train_split`` leaves none."""
+    copy = [m for m in metrics if METRICS[m].kind == "copy"]
+    if copy and held_out_split(train_split) is None:
+        raise ValueError(f"evaluation.metrics lists {', '.join(copy)}, which needs real images the model was not "
+                         f"fine-tuned on, but finetune.split={train_split} fine-tunes on every image; set "
+                         f"finetune.split=train or drop {', '.join(copy)}")
 
 
 def nearest(queries, keys, k: int = 1, *, device="cpu", block: int = 2048) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ class Column:
     lower_is_better: bool
     digits: int
     frechet: bool  # a Frechet distance: the paper's relative improvement applies to it
+    bounds: tuple | None = None  # the values it can take (a rate: [0, 1]); its intervals are clipped to them
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,11 @@ CARD = tuple(_card(kind, space, description) for kind, description in (
                                                 "(Jayasumana et al. 2024; optional: benchmark.metrics.clip)"),
 )
 
-# Until harness/leaderboard.py reads each set's card through benchmark.metrics.card (it resamples fd and prdc kinds
-# itself), an experiment may not list the card's metrics: the leaderboard would read them as PRDC. `dogbench evaluate`
-# computes them already. Set True in the change that wires the leaderboard.
-LEADERBOARD_READS_CARD = False
+BOUNDS = {"copy": (0.0, 1.0)}  # kind -> the range of its values (a fraction of samples)
+# kinds with no meaning on the real-data control (real target images scored like a sample set): its images are the
+# fine-tuning images themselves (ref_split all) or the held-out images the copy threshold is calibrated on (ref_split
+# train), so its copy rate would be ~1 or ~0.05 by construction, not a finding
+NOT_ON_REAL_IMAGES = ("copy",)
 
 METRICS = {m.name: m for m in (
     _fd("fid", "inception", "FID: Frechet distance in Inception-V3 pool features (pytorch-fid weights)"),
@@ -79,7 +81,7 @@ COLUMNS = {}
 for _metric in METRICS.values():
     for _name in _metric.columns:
         COLUMNS[_name] = Column(_name, lower_is_better=KINDS[_metric.kind][0], digits=KINDS[_metric.kind][1],
-                                frechet=_metric.kind == "fd")
+                                frechet=_metric.kind == "fd", bounds=BOUNDS.get(_metric.kind))
 COLUMN_ORDER = ("fid", "fd_dinov2", "precision", "recall", "density", "coverage", "fd_effnet",  # runs.csv order
                 "precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet",
                 *(m.name for m in CARD))

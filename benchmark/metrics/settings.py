@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from benchmark.errors import did_you_mean
-from benchmark.metrics import registry
 from benchmark.metrics.registry import METRICS
 from benchmark.settings import FOLDED, HOW, Count, Settings, identity
 
@@ -27,17 +26,6 @@ class EvaluationSettings(Settings):
     """cap on real (and generated) images per set, a seeded subset beyond it (dgm-eval's default)"""
     batch_size: Count = Field(256, json_schema_extra=identity(HOW))
     """images per feature-network forward pass"""
-
-    @model_validator(mode="after")
-    def _card_reaches_the_leaderboard(self):
-        """An experiment (a subclass: the harness's ``evaluation:``) lists card metrics only once the leaderboard
-        resamples them (registry.LEADERBOARD_READS_CARD); ``dogbench evaluate`` computes them already."""
-        card = [m for m in self.metrics if METRICS[m].kind not in ("fd", "prdc")]
-        if card and type(self) is not EvaluationSettings and not registry.LEADERBOARD_READS_CARD:
-            raise ValueError(f"lists {', '.join(card)}, which the leaderboard does not report yet; compute them with "
-                             f"`dogbench evaluate --exp NAME --dataset D --samples DIR` and keep fid, fd_dinov2, prdc, "
-                             f"fd_effnet, prdc_effnet here")
-        return self
 
     def max_images(self, num_samples: int) -> int:
         """Images per set for evaluate_samples: the cap, or the sample count in subsample mode."""
