@@ -13,6 +13,7 @@ The TF32 switches are process-global in PyTorch; ``precision`` restores them on 
 from __future__ import annotations
 
 import contextlib
+import platform
 from typing import Iterator, Optional
 
 import torch
@@ -22,6 +23,14 @@ from benchmark.errors import UserError
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_name(device: torch.device | str) -> str:
+    """What a measured time ran on: the GPU's name, or the CPU and its torch threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def resolve_device(spec: Optional[str | torch.device] = None) -> torch.device:

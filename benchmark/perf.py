@@ -19,7 +19,6 @@ device's dense bf16 peak. A measurement, not a test: run it on the machine you c
 """
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from diffusers import AutoencoderKL
 from pydantic import Field, field_validator
 
+from benchmark.devices import device_name
 from benchmark.io import atomic_write_json, results_root
 from benchmark.metrics.effnet import EfficientNetLite0
 from benchmark.metrics.features import FeatureNetwork, ResizePreprocess, feature_statistics, state_dict_sha256
@@ -96,12 +96,6 @@ class PerfSettings(Settings):
                     batch_size=256 if cuda else 4, train_batch_size=32 if cuda else 4,
                     feature_images=2048 if cuda else 8, train_steps=20 if cuda else 3, repeat=3 if cuda else 1)
         return self.replaced(**{k: v for k, v in auto.items() if getattr(self, k) is None})
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def peak_tflops(name: str) -> Optional[float]:

@@ -441,6 +441,16 @@ CASES = [
     ("finetune-config-with-several-finetunes", ["finetune", "--config", "lora", "--dataset", "caltech101-32", "--out",
                                                 "{out}"], "dogbench finetune --config runs one fine-tune; experiment "
                                                           "lora has 3 finetunes (full, lora-r4, lora-r16)"),
+    # ---- a factorised design (design:)
+    ("run-design-unknown-negative", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                     "design={{negative: [cfg, dgo]}}"],
+     "design: unknown negative 'dgo'; did you mean 'dog'?"),
+    ("run-design-unknown-rule", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                 "design={{negative: [dog], rule: [apj]}}"], "design: unknown rule 'apj'"),
+    ("run-design-unguided-negative", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                                      "design={{negative: [none]}}"], "design: negative 'none' has no guide"),
+    ("run-design-empty-axis", ["run", "--exp", "{tiny}", "--results-root", "{tiny_results}",
+                               "design={{negative: [dog], schedule: []}}"], "design: schedule is empty"),
     ("methods-plugin-missing", ["methods", "no_such_module:rule"], "module 'no_such_module' does not import"),
     ("methods-plugin-not-a-method", ["methods", "guidance_plugin:not_a_method"], "is a int, not a"),
     ("no-command-typo", ["sampel"], "invalid choice: 'sampel'"),

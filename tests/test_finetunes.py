@@ -123,8 +123,8 @@ def test_sweep_takes_one_variant_and_refuses_several():
         one_finetune(small(finetunes={"full": {}, "lora-r4": LORA4}), "dogbench sweep")
 
 
-def test_runs_csv_has_the_variant_last_and_in_the_row_key(tmp_path):
-    assert RUNS_COLUMNS[-1] == VARIANT
+def test_runs_csv_has_the_variant_after_the_earlier_columns_and_in_the_row_key(tmp_path):
+    assert RUNS_COLUMNS[RUNS_COLUMNS.index("timestamp") + 1] == VARIANT  # only later additions follow it
     row = {"dataset": DS, "phase": "report", "method": "dog", "w": 1.5, "params": "", "seed": 1, "fd_effnet": 10.0}
     merged = merge_runs([{**row, VARIANT: "full"}], [{**row, VARIANT: "lora-r4", "fd_effnet": 12.0}])
     assert list(merged[VARIANT]) == ["full", "lora-r4"]  # the same setting under two fine-tunes: two rows
@@ -134,7 +134,7 @@ def test_runs_csv_has_the_variant_last_and_in_the_row_key(tmp_path):
     runs_frame([row]).drop(columns=[VARIANT]).to_csv(old, index=False)
     assert list(read_runs(old)[VARIANT]) == [""]
     write_runs(read_runs(old), old)
-    assert old.read_text().splitlines()[0].endswith(",timestamp,finetune")
+    assert ",timestamp,finetune,nfe," in old.read_text().splitlines()[0]  # later columns after finetune
 
 
 def test_current_rows_keep_each_variants_own_rows():

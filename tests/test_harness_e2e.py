@@ -44,6 +44,13 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     assert sorted(zip(control["method"], control["seed"])) == [("none", 2), ("real", 1)]  # seed noise, real floor
     assert runs["fd_effnet"].notna().all() and (runs["fd_effnet"] > 0).all()
     assert (runs["num_samples"] == 6).all() and runs["finetuned_sha256"].dropna().nunique() == 1
+    # compute: forwards per image = steps (3) unguided, twice that for CFG and DoG; measured time and device
+    generated = runs[runs["method"] != "real"]
+    nfe = {(m, w): n for m, w, n in zip(generated["method"], generated["w"], generated["nfe"])}
+    assert nfe[("none", 1.0)] == 3 and nfe[("cfg", 2.0)] == nfe[("dog", 2.0)] == 6
+    assert (generated["sampling_s_per_image"] > 0).all() and generated["sampling_device"].str.startswith("CPU").all()
+    assert (generated["flops_per_image"] / generated["nfe"]).nunique() == 1  # one forward's FLOPs, the tiny DiT's
+    assert runs.loc[runs["method"] == "real", "nfe"].isna().all()
     board = pd.read_csv(out / "leaderboard.csv")
     assert {"none", "cfg", "dog", "real"} <= set(board["method"]) and "seed noise" in set(board["rule"])
     assert "fd_effnet_improvement_vs_cfg_pct_low" in board and "fd_effnet_selection" in board
@@ -53,6 +60,8 @@ def test_pipeline_end_to_end_then_rerun_skips_everything(experiment):
     assert dog["fd_effnet"] == pytest.approx(reported["fd_effnet"].iloc[0], rel=1e-6)  # same samples, fast eigen path
     assert (out / "PROTOCOL.md").read_text().count("\n|") > 15
     assert (out / "plots" / "fd_effnet_vs_w.png").exists() and (out / "plots" / "samples_folder.png").exists()
+    assert (out / "plots" / "pareto_folder.png").exists() and not (out / "plots" / "design_folder.png").exists()
+    assert set(board.loc[board["method"] == "dog", "nfe"]) <= {3.0, 6.0}  # w = 1 chosen: the unguided set's
     assert "report seeds [1]" in (out / "leaderboard.md").read_text()
     assert list((out / "wandb").glob("offline-run-*"))  # W&B offline run directories
     sets = {p.parent.parent for p in pngs(results)}
@@ -211,6 +220,31 @@ def test_a_users_own_method_and_a_two_parameter_method_end_to_end(experiment):
     assert {"mixed", "cfg+dog", "cfg"} <= set(best.index)
     assert np.isfinite(best.loc["mixed", "fd_effnet_diff_vs_cfg"]) and np.isfinite(best.loc["cfg+dog", "fd_effnet_low"])
     assert best.loc["cfg+dog", "params"] in ("w_cfg=1 w_dog=2", "w_cfg=2 w_dog=2")
+
+
+@pytest.mark.slow
+def test_a_design_grid_end_to_end(experiment):
+    """design: {negative: [cfg, icg], rule: [linear, cfg-zero-star]} beside cfg: four cells chosen and reported like
+    any method, the axes in runs.csv and the leaderboard, the heat map drawn; cfg+linear@constant is cfg's spec and
+    shares its sample sets."""
+    path, results = experiment
+    config = yaml.safe_load(path.read_text())
+    config["methods"] = ["none", "cfg"]
+    config["design"] = {"negative": ["cfg", "icg"], "rule": ["linear", "cfg-zero-star"]}
+    path.write_text(yaml.safe_dump(config))
+    assert run(path, results) == 0
+    out = results / "tiny"
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False, na_values=[""])
+    cells = runs[runs["design_negative"].notna()]
+    assert set(cells["method"]) == {"cfg+linear@constant", "cfg+cfg-zero-star@constant", "icg+linear@constant",
+                                    "icg+cfg-zero-star@constant"}
+    assert set(zip(cells["design_negative"], cells["design_rule"])) == {
+        ("cfg", "linear"), ("cfg", "cfg-zero-star"), ("icg", "linear"), ("icg", "cfg-zero-star")}
+    same = runs[(runs["phase"] == "selection") & runs["method"].isin(["cfg", "cfg+linear@constant"])]
+    assert same.groupby("w")["sample_dir"].nunique().eq(1).all()  # one sample set per spec
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    assert {"design_negative", "design_rule", "design_schedule", "nfe"} <= set(board.columns)
+    assert (out / "plots" / "design_folder.png").exists() and (out / "plots" / "pareto_folder.png").exists()
 
 
 CARD = ["fd_effnet", "prdc_effnet", "kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"]

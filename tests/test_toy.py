@@ -140,13 +140,16 @@ def test_toy_denoisers_use_their_own_guides():
         torch.testing.assert_close(icg, 2 * cond - ft(x, t, other))
 
 
-def test_toy_runs_every_builtin_guided_method_and_the_apg_variants():
+def test_toy_runs_every_builtin_guided_method_the_apg_variants_and_the_rules():
     from benchmark.guidance import BUILTIN_METHODS
     from benchmark.toy.experiment import toy_runs
     from benchmark.toy.settings import ToyConfig
 
     runs = toy_runs(ToyConfig.parse({"w_grid": [1, 3], "plot_w": 3}))
-    assert [r.label for r in runs] == ["none", "cfg", "dog", "cfg+dog", "autoguidance", "icg", "cfg+APG", "dog+APG"]
+    assert [r.label for r in runs] == ["none", "cfg", "dog", "cfg+dog", "autoguidance", "icg", "cfg+APG", "dog+APG",
+                                       "cfg+cfg-zero-star", "dog+cfg-zero-star", "icg+cfg-zero-star", "cfg+fdg",
+                                       "dog+fdg", "icg+fdg"]
+    assert runs[-1].spec.name == "icg" and runs[-1].spec.rules == ("fdg",)
     assert {r.spec.name for r in runs} == set(BUILTIN_METHODS)
     by = {r.label: r.spec for r in runs}
     assert by["cfg+dog"].params["w_cfg"] == by["cfg+dog"].params["w_dog"] == 2.0  # half the extrapolation each

@@ -27,7 +27,7 @@ from benchmark.data.settings import OwnDataset
 from benchmark.errors import did_you_mean
 from benchmark.guidance import W_DECIMALS, GuidanceScale, MethodSpec
 from benchmark.harness.finetunes import check_variants
-from benchmark.harness.methods import (MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
+from benchmark.harness.methods import (Design, MethodEntry, MethodList, RunSpec, check_entries, entries, grid_points,
                                        run_spec)
 from benchmark.io import data_root, results_root
 from benchmark.metrics.memorization import check_held_out
@@ -210,6 +210,9 @@ class Experiment(Settings):
     methods: Annotated[MethodList, non_empty("methods=[none, cfg, dog]")] = list(METHODS)
     """guidance methods compared: registry names (none, cfg, dog, cfg+dog, autoguidance), module:attribute, or
     {name, label, params, grid, guides} entries (benchmark/harness/methods.py)"""
+    design: Optional[Design] = Field(None, json_schema_extra={"null_word": "none", **identity(ADDED)})
+    """a factorised design, e.g. {negative: [cfg, dog, icg], rule: [linear, apg], schedule: [constant, interval]}:
+    one method entry per cell, labelled dog+apg@interval, appended to methods (benchmark/harness/design.py)"""
     w_grid: WGrid = WRange(start=1.0, stop=2.5, step=0.1)
     """guidance scales of cfg and dog: a list, or {start, stop, step} with stop included; each in [0, 20]"""
     sampling: SamplingSettings = SamplingSettings()
@@ -353,7 +356,7 @@ class Experiment(Settings):
         return list(self.w_grid) if isinstance(self.w_grid, list) else self.w_grid.values()
 
     def method_entries(self) -> list[MethodEntry]:
-        return entries(self.methods)
+        return entries(list(self.methods) + (self.design.entries() if self.design else []))
 
     def entry(self, label: str) -> MethodEntry:
         return next(e for e in self.method_entries() if e.key == label)
@@ -405,8 +408,8 @@ class Experiment(Settings):
     # -- serialization ----------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """Without a null ``finetunes``: a one-fine-tune experiment's config stays what it was."""
-        return {k: v for k, v in super().to_dict().items() if k != "finetunes" or v is not None}
+        """Without a null ``finetunes`` or ``design``: an experiment without them keeps the config it had."""
+        return {k: v for k, v in super().to_dict().items() if k not in ("finetunes", "design") or v is not None}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -26,6 +26,9 @@ from pydantic import AfterValidator, Discriminator, Tag, field_validator, model_
 
 from benchmark.errors import ConfigError
 from benchmark.guidance import FINETUNED, PRETRAINED, MethodSpec, lookup_method
+from benchmark.guidance.combine import LINEAR
+from benchmark.guidance.design import DesignCell, design_cells
+from benchmark.guidance.schedule import CONSTANT
 from benchmark.sampling.point import method_spec
 from benchmark.settings import Count, Settings, non_empty
 
@@ -84,6 +87,38 @@ class MethodEntry(Settings):
 MethodList = list[Annotated[Union[Annotated[str, AfterValidator(MethodEntry._known), Tag("[name]")],
                                   Annotated[MethodEntry, Tag("{entry}")]],
                             Discriminator(lambda v: "{entry}" if isinstance(v, (dict, MethodEntry)) else "[name]")]]
+
+
+class Design(Settings):
+    """The axes of a factorised design; each a list (or one name)."""
+
+    negative: list[str]
+    """the negatives: cfg (the fine-tune's null label), dog (the pre-trained model's), autoguidance, icg (a random
+    class), another guided method or module:attribute"""
+    rule: list[str] = [LINEAR]
+    """how the negative is combined: linear, apg, cfg-zero-star, fdg"""
+    schedule: list[str] = [CONSTANT]
+    """when it guides: constant, interval, ramp-up, ramp-down"""
+    grid: dict[str, list] = {}
+    """parameter -> values every cell is chosen from on the selection seeds (default: w over the experiment's
+    w_grid)"""
+
+    @field_validator("negative", "rule", "schedule", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cells(self):
+        self.cells()  # an unknown or repeated axis value, an empty axis: one line now
+        return self
+
+    def cells(self) -> list[DesignCell]:
+        return design_cells(self.negative, self.rule, self.schedule)
+
+    def entries(self) -> list["MethodEntry"]:
+        """The cells as ``methods:`` entries."""
+        return [MethodEntry(**cell.entry(), grid=dict(self.grid)) for cell in self.cells()]
 
 
 def entries(methods: MethodList) -> list[MethodEntry]:

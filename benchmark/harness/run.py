@@ -19,6 +19,8 @@ from PIL import Image
 from benchmark.devices import default_device
 from benchmark.guidance import PRETRAINED
 from benchmark.harness.experiment import Experiment
+from benchmark.harness.design import design_axes, with_design_and_compute
+from benchmark.harness.design_plots import design_figures
 from benchmark.harness.finetunes import ONE, check_adapter_targets, variant_names, variants
 from benchmark.harness.methods import UNGUIDED, RunSpec, run_spec
 from benchmark.harness.identity import stage_hash
@@ -27,6 +29,7 @@ from benchmark.harness.leaderboard_md import describe
 from benchmark.harness.neighbours import neighbour_figures
 from benchmark.harness.plots import compose_sample_grids, plot_metrics_vs_w, save_image_grid
 from benchmark.harness.runs import VARIANT, run_provenance, update_runs
+from benchmark.sampling import recorded_timing, sample_set_nfe
 from benchmark.harness.sources import check_recorded_sources
 from benchmark.harness.selection import chosen
 from benchmark.distributed import rank_world, setup
@@ -77,6 +80,8 @@ def run_row(ctx: DatasetContext, run: Optional[RunSpec], result: dict, num_sampl
         else stage_hash(ctx.exp, "evaluate", ctx.dataset, run=run, num_samples=num_samples),
         "sample_dir": str(Path(sample_dir).relative_to(ctx.results_dir)),
         **run_provenance(),
+        **({} if real else {"nfe": sample_set_nfe(run.spec, ctx.exp.sampling.steps), **recorded_timing(sample_dir),
+                            **design_axes(ctx.exp.design, run.method)}),
     }
 
 
@@ -237,7 +242,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
     log(f"report: leaderboard of {len(runs)} runs.csv rows ({exp.report.bootstrap} bootstrap resamples per "
         f"interval), PROTOCOL.md, plots{', W&B' if not isinstance(tracker, NullTracker) else ''}")
     cards = scored_sets(exp, results_dir, results_dir.parent / "cache")  # every set's metric card, loaded once
-    board = variant_leaderboard(exp, runs, cards)
+    board = with_design_and_compute(exp.design, variant_leaderboard(exp, runs, cards), runs)
     write_leaderboard(board, results_dir / "leaderboard.csv")
     markdown = variant_markdown(exp, board) if len(board) else "(no report sample sets evaluated yet)"
     experiments = variants(exp)
@@ -260,6 +265,7 @@ def report(exp: Experiment, results_dir: Path, rows: list[dict], tracker) -> Opt
             shared_w1=sorted(one.unguided_methods() - {"none"})).items()})
         figures.update(sample_grid_figures(one, results_dir, block, name))
     figures.update(neighbour_figures(exp, results_dir, runs[runs["phase"] == "report"], cards))  # also to W&B
+    figures.update(design_figures(exp.design, board, exp.evaluation.select_by, results_dir / "plots"))
     tracker.log_summary(board, runs, figures, protocol=protocol)
     return markdown
 

@@ -8,7 +8,8 @@ with the selection seeds) or ``control`` (the real-data floor and the seed-noise
 provenance: sample count, checkpoint hashes, feature networks, library versions, git commit, config hash, time, and
 the sample folder (relative to the results folder) whose cached features every interval is computed from. Last,
 ``finetune``: the fine-tune variant that sampled (benchmark/harness/finetunes.py; empty in an experiment of one
-fine-tune), appended after the columns that files written before it have.
+fine-tune), appended after the columns that files written before it have; then what the set cost (``nfe``, FLOPs
+and measured seconds per image, the device) and, for a cell of a factorised design, its three axes.
 """
 from __future__ import annotations
 
@@ -48,7 +49,16 @@ PROVENANCE_COLUMNS = (
     "sample_dir",           # the sample folder, relative to the results folder (its cached features)
     "timestamp",            # UTC, ISO 8601
 )
-RUNS_COLUMNS = tuple(k for k in RUN_KEY if k != VARIANT) + METRICS + PROVENANCE_COLUMNS + (VARIANT,)
+COMPUTE_COLUMNS = (
+    "nfe",                   # model forwards per image (steps x calls per step; a batch-2B call counts 2)
+    "flops_per_image",       # nfe x FLOPs of one forward of the fine-tuned DiT (2 per multiply-add); empty if unknown
+    "sampling_s_per_image",  # measured: network forwards and decoding, over every process that sampled the set
+    "sampling_device",       # what that time ran on
+)
+DESIGN_COLUMNS = ("design_negative", "design_rule", "design_schedule")  # a design cell's axes (harness/design.py)
+# appended after the columns that files written before them have, so older runs.csv files still read
+RUNS_COLUMNS = (tuple(k for k in RUN_KEY if k != VARIANT) + METRICS + PROVENANCE_COLUMNS + (VARIANT,)
+                + COMPUTE_COLUMNS + DESIGN_COLUMNS)
 
 Rows = Union[pd.DataFrame, Iterable[Mapping]]
 

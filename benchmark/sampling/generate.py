@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmark.devices import device_name
 from benchmark.sampling.sampler import Sampler
 from benchmark.sampling.writer import SampleFolder
 
@@ -59,15 +61,20 @@ def generate_samples(sampler: Sampler, folder: SampleFolder, batch_size: int = 6
     todo = folder.missing(rank, world_size)
     bar = tqdm(total=len(todo), desc=f"sampling {folder.root.name}", unit="img", disable=not progress or not todo)
     writer = BackgroundWriter(folder, queue_depth)
+    made, seconds = 0, 0.0
     try:
         for start in range(0, len(todo), batch_size):
             indices = todo[start:start + batch_size]
-            images, labels = sampler.sample(indices)
+            began = time.perf_counter()
+            images, labels = sampler.sample(indices)  # returns host arrays: the device's work is done
+            seconds += time.perf_counter() - began
             writer.write(indices, images, labels)
+            made += len(indices)
             bar.update(len(indices))
     finally:
         writer.close()  # also after an interruption: the batches already made are kept
         bar.close()
+        folder.record_timing(made, seconds, device_name(sampler.device), sampler.flops_per_image())
     if world_size == 1:
         folder.mark_complete()
     return len(todo)

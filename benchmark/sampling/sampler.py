@@ -21,7 +21,8 @@ from torch import Tensor
 from benchmark.devices import precision
 from benchmark.diffusion import space_timesteps
 from benchmark.errors import UserError
-from benchmark.guidance import GuidedDenoiser, MethodSpec, nfe
+from benchmark.guidance import FINETUNED, GuidedDenoiser, MethodSpec, nfe
+from benchmark.models.dit import DiT, dit_flops_per_forward
 
 RANDOM_CLASS_STREAM = 1  # sample_seed's stream of a sample's random class (ICG's guide label)
 
@@ -117,6 +118,16 @@ class Sampler:
     def nfe(self) -> int:
         """Model forwards per image (predicted from the method and the timesteps; ``last_nfe`` is the count)."""
         return nfe(self.denoiser.spec, self.timesteps)
+
+    def flops_per_image(self) -> Optional[float]:
+        """FLOPs (2 per multiply-add) of one image's forwards: nfe x one forward of the fine-tuned DiT (the built-in
+        guides share its architecture; a LoRA adapter's few extra FLOPs are not counted); None for a network whose
+        FLOPs are unknown (not a DiT)."""
+        models = getattr(self.denoiser, "models", {})
+        network = models.get(FINETUNED) if isinstance(models, dict) else None
+        config = next((m.config for m in network.modules() if isinstance(m, DiT)), None) \
+            if isinstance(network, torch.nn.Module) else None
+        return None if config is None else self.nfe * dit_flops_per_forward(config)
 
     def model_fn(self, x: Tensor, t: Tensor, y: Tensor, y_random: Optional[Tensor] = None) -> Tensor:
         with precision(self.precision, self.device):

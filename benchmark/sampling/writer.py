@@ -29,6 +29,7 @@ from benchmark.errors import UserError, first_line
 from benchmark.io import atomic_write_json, file_lock, file_sha256, read_json
 
 MANIFEST = "manifest.json"
+TIMING = "timing.json"  # measured sampling time per process (SampleFolder.record_timing); never part of identity
 INDEX = "index.json"
 INDEX_VERSION = 1  # manifests without it predate the per-shard index: their PNGs are checked by decoding
 HOST = socket.gethostname().replace(".", "_")
@@ -42,6 +43,19 @@ def _read_manifest(root: Path) -> Optional[dict]:
                         f"sample again") from None
     except NotADirectoryError:
         raise UserError(f"{root} is a file, not a folder; pass a folder") from None
+
+
+def recorded_timing(root: str | os.PathLike) -> dict:
+    """{sampling_s_per_image, sampling_device, flops_per_image} of a sample folder's recorded sampling time (empty
+    for a set made before timings were recorded); see SampleFolder.record_timing."""
+    parts = (read_json(Path(root) / TIMING) or {}).get("parts", [])
+    images = sum(p["images"] for p in parts)
+    if not images:
+        return {}
+    flops = {p["flops_per_image"] for p in parts}
+    return {"sampling_s_per_image": sum(p["seconds"] for p in parts) / images,
+            "sampling_device": "; ".join(sorted({p["device"] for p in parts})),
+            "flops_per_image": flops.pop() if len(flops) == 1 else None}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -183,6 +197,18 @@ class SampleFolder:
         done = max(self.num_samples, manifest.get("num_samples", 0) if manifest.get("complete") else 0)
         manifest.update({"complete": True, "num_samples": done, **(extra or {})})
         atomic_write_json(self.root / MANIFEST, manifest)
+
+    def record_timing(self, images: int, seconds: float, device: str, flops_per_image: Optional[float]) -> None:
+        """Add one process's sampling time (network forwards and decoding; PNG writing runs beside it) to
+        ``timing.json``: several processes and resumed runs each add theirs, so seconds / images is the set's rate."""
+        if images <= 0:
+            return
+        path = self.root / TIMING
+        with file_lock(self.root / ".timing"):
+            parts = (read_json(path) or {}).get("parts", [])
+            parts.append({"images": int(images), "seconds": float(seconds), "device": device,
+                          "flops_per_image": flops_per_image})
+            atomic_write_json(path, {"parts": parts})
 
     def is_complete(self) -> bool:
         manifest = read_json(self.root / MANIFEST)

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchmark.diffusion import create_diffusion
+from benchmark.guidance.method import RULE
 from benchmark.guidance import FINETUNED, PRETRAINED, GuidedDenoiser, MethodSpec, registered_methods, resolve_method
 from benchmark.guidance.builtin import BUILTIN, WEAK
 from benchmark.sampling import random_classes, sample_seed
@@ -124,6 +125,8 @@ def toy_runs(config: ToyConfig) -> List[ToyRun]:
     apg = {"eta": config.apg_eta, "norm_threshold": config.apg_norm_threshold}
     variants = [(m.name, m, {}) for m in toy_methods()]
     variants += [(f"{name}+APG", resolve_method(name).method, apg) for name in config.apg_methods]
+    variants += [(f"{name}+{rule}", resolve_method(name).method, {RULE: rule})
+                 for rule in config.rules for name in config.rule_methods]
     for w in config.w_grid:
         if w == 1.0:
             continue

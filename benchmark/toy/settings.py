@@ -6,6 +6,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from benchmark.guidance import GuidanceScale, lookup_method
+from benchmark.guidance.design import design_cell
 from benchmark.settings import Count, Index, Real, Settings
 
 DEFAULT_W_GRID = (1.0, 2.0, 3.0)
@@ -55,6 +56,11 @@ class ToyConfig(Settings):
     """APG's weight of the update's part parallel to the denoised prediction (0 removes it)"""
     apg_norm_threshold: Real = Field(0.0, ge=0)
     """APG's cap on the update's norm in x0 units (0 = no cap)"""
+    rules: list[str] = ["cfg-zero-star", "fdg"]
+    """other combination rules (benchmark.guidance.combine) each of rule_methods also runs with, at the rule's
+    default parameters; empty: none. FDG on 2D points has no spatial bands: it equals the linear rule (a check)"""
+    rule_methods: list[str] = ["cfg", "dog", "icg"]
+    """the negatives the rules are crossed with"""
     field_t: list[Index] = [50, 200]
     """timesteps (training scale) of the guidance-field figure, one row each"""
     field_class: Index = 0
@@ -83,7 +89,12 @@ class ToyConfig(Settings):
             raise ValueError("is empty; pass e.g. 1,1.5,2,3,4")
         return sorted(set(value))
 
-    @field_validator("apg_methods")
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: list) -> list:
+        return [design_cell("cfg", rule).rule for rule in value]  # unknown rule: one line with did-you-mean
+
+    @field_validator("apg_methods", "rule_methods")
     @classmethod
     def _guided(cls, value: list) -> list:
         for name in value:
