@@ -221,7 +221,7 @@ def test_two_variants_end_to_end(tiny_experiment):
     assert main(["run", "--exp", str(path), "--results-root", str(results), "--no-progress"]) == 0
     out = results / "tiny"
     runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
-    assert list(runs.columns)[-1] == VARIANT and set(runs[VARIANT]) == {"full", "lora-r2"}
+    assert list(runs.columns) == list(RUNS_COLUMNS) and set(runs[VARIANT]) == {"full", "lora-r2"}
     for name in ("full", "lora-r2"):
         mine = runs[runs[VARIANT] == name]
         assert {"none", "cfg", "dog", "real"} <= set(mine["method"]) and set(mine["phase"]) == \

@@ -55,6 +55,7 @@ COMPUTE_COLUMNS = (
     "sampling_s_per_image",  # measured: network forwards and decoding, over every process that sampled the set
     "sampling_device",       # what that time ran on
 )
+MEASURED_COLUMNS = ("sampling_s_per_image",)  # wall time: two runs that make the very same images differ here only
 DESIGN_COLUMNS = ("design_negative", "design_rule", "design_schedule")  # a design cell's axes (harness/design.py)
 # appended after the columns that files written before them have, so older runs.csv files still read
 RUNS_COLUMNS = (tuple(k for k in RUN_KEY if k != VARIANT) + METRICS + PROVENANCE_COLUMNS + (VARIANT,)
