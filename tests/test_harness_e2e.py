@@ -232,6 +232,7 @@ def test_a_design_grid_end_to_end(experiment):
     config = yaml.safe_load(path.read_text())
     config["methods"] = ["none", "cfg"]
     config["design"] = {"negative": ["cfg", "icg"], "rule": ["linear", "cfg-zero-star"]}
+    config["report"] = {"fixed_w": [2.0]}
     path.write_text(yaml.safe_dump(config))
     assert run(path, results) == 0
     out = results / "tiny"
@@ -246,6 +247,9 @@ def test_a_design_grid_end_to_end(experiment):
     board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, na_values=[""])
     assert {"design_negative", "design_rule", "design_schedule", "nfe"} <= set(board.columns)
     assert (out / "plots" / "design_folder.png").exists() and (out / "plots" / "pareto_folder.png").exists()
+    assert (out / "plots" / "design_folder_w2.png").exists()  # every cell at the fixed w against CFG at it
+    fixed = board[board["rule"] == "w=2"].set_index("method")
+    assert fixed.loc["cfg+linear@constant", "fd_effnet_diff_vs_cfg"] == 0  # cfg's own spec: the same sample set
 
 
 CARD = ["fd_effnet", "prdc_effnet", "kid_effnet", "class_kid_effnet", "vendi_effnet", "copy_effnet"]

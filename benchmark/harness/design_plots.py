@@ -3,7 +3,8 @@
 - ``plots/pareto_<dataset>.png``: the selection metric of every reported generator row against its model forwards
   per image (nfe), with the 95% interval: what a method buys for its compute. Always drawn.
 - ``plots/design_<dataset>.png``: with a ``design``, a negative x rule heat map of the paired difference against CFG
-  (each cell at the schedule whose best-w row scores best), ``*`` where the interval excludes 0.
+  (each cell at the schedule whose best-w row scores best), ``*`` where the interval excludes 0; with
+  ``report.fixed_w``, one more per fixed w (``design_<dataset>_w2.png``: every cell and CFG at w = 2).
 
 With several fine-tune variants each gets its own figures (``_<variant>`` in the name).
 """
@@ -60,10 +61,12 @@ def _best_schedule(cells: pd.DataFrame, metric: str) -> pd.Series:
     return ordered.iloc[0]
 
 
-def plot_design(block: pd.DataFrame, design: Design, metric: str, path: Path, title: str) -> Optional[Path]:
-    """negative x rule: the best-w row's difference against CFG at the cell's best schedule."""
+def plot_design(block: pd.DataFrame, design: Design, metric: str, path: Path, title: str,
+                rule: str = "best w") -> Optional[Path]:
+    """negative x rule: each cell's row of one leaderboard rule ("best w", or a fixed "w=2") minus CFG's row of the
+    same rule, at the cell's best schedule."""
     diff = f"{metric}_diff_vs_cfg"
-    rows = block[(block["rule"] == "best w") & (block["design_negative"].astype(str) != "")]
+    rows = block[(block["rule"] == rule) & (block["design_negative"].astype(str) != "")]
     if not len(rows) or diff not in rows.columns:
         return None
     negatives, rules = list(dict.fromkeys(design.negative)), list(dict.fromkeys(c.rule for c in design.cells()))
@@ -115,10 +118,17 @@ def design_figures(design: Optional[Design], board: pd.DataFrame, metric: str, o
                              f"{where}: {metric} vs compute (report rows, 95% intervals)")
         if pareto:
             figures[f"pareto_{suffix}"] = pareto
-        if design is not None:
-            heat = plot_design(block, design, metric, out_dir / f"design_{suffix}.png",
-                               f"{where}: best w of each cell minus CFG at its best w ({metric}; * = interval "
-                               f"excludes 0)")
+        if design is None:
+            continue
+        # the chosen w of each cell, then each fixed w: where selection keeps every cell unguided (w = 1), the
+        # fixed-w map is the one that compares guided cells
+        fixed = sorted({r for r in block["rule"].astype(str) if r.startswith("w=")}, key=lambda r: float(r[2:]))
+        for rule in ["best w", *fixed]:
+            name = f"design_{suffix}" if rule == "best w" else f"design_{suffix}_{rule.replace('=', '')}"
+            what = "best w of each cell minus CFG at its best w" if rule == "best w" else \
+                f"each cell at {rule} minus CFG at {rule}"
+            heat = plot_design(block, design, metric, out_dir / f"{name}.png",
+                               f"{where}: {what} ({metric}; * = interval excludes 0)", rule)
             if heat:
-                figures[f"design_{suffix}"] = heat
+                figures[name] = heat
     return figures
